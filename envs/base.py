@@ -1,0 +1,139 @@
+"""The task-family API shared by every environment in metarl.
+
+A *task family* is a distribution over tasks plus the dynamics, reward, termination and
+observation of one kind of environment.  A *task* is a small plain value (a dict of floats or
+lists of floats) that can be saved to JSON, e.g. ``{"goal": [0.1, -0.3]}``.
+
+Two views of the same family are built from one implementation:
+
+* :class:`BatchedEnv` steps ``num_envs`` environments together, slot ``i`` set to its own task;
+  arrays are shaped ``[num_envs, ...]``.  Slots whose episode ended are *masked*, never reset
+  mid-batch: they keep their last observation and receive zero reward.
+* :class:`envs.gym_env.TaskEnv` is a standard single-task :class:`gymnasium.Env` that wraps a
+  batch of one, so batched and single-task environments agree exactly.
+
+envs/ knows nothing of torch or of learning code: everything here is numpy.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+Task = dict[str, Any]
+"""A task: JSON-serialisable dict of floats / lists of floats, e.g. ``{"velocity": 1.2}``."""
+
+
+@dataclass
+class StepResult:
+    """What :meth:`BatchedEnv.step` returns, every array shaped ``[num_envs, ...]``.
+
+    ``reward`` and ``terminated`` are only meaningful for slots that were alive before the step;
+    ``info`` holds one array per reward term (``reward_*``) plus any family-specific values.
+    """
+
+    observation: np.ndarray
+    reward: np.ndarray
+    terminated: np.ndarray
+    info: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class BatchedEnv(ABC):
+    """``num_envs`` environments of one family, stepped together in one call.
+
+    Usage::
+
+        env = family.make_batched_env(num_envs)
+        env.set_tasks(tasks)              # one task per slot
+        obs = env.reset(rng)              # [num_envs, observation_dim]
+        for t in range(env.horizon):
+            result = env.step(actions)    # actions in [-1, 1]^action_dim (clipped here)
+
+    After a slot terminates, ``alive`` is False for it; further steps leave its observation
+    unchanged and give it zero reward.  Truncation at ``horizon`` is the caller's business.
+    """
+
+    observation_dim: int
+    action_dim: int
+    horizon: int
+    metadata: dict[str, Any] = {"render_modes": [], "render_fps": 30}
+
+    def __init__(self, num_envs: int) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.num_envs = num_envs
+        self.tasks: list[Task] = []
+        self.alive = np.ones(num_envs, dtype=bool)
+
+    def set_tasks(self, tasks: Sequence[Task]) -> None:
+        """Assign one task per slot (``len(tasks) == num_envs``)."""
+        if len(tasks) != self.num_envs:
+            raise ValueError(f"expected {self.num_envs} tasks, got {len(tasks)}")
+        self.tasks = [dict(task) for task in tasks]
+        self._on_tasks_set()
+
+    @abstractmethod
+    def _on_tasks_set(self) -> None:
+        """Cache the task parameters as arrays after :meth:`set_tasks`."""
+
+    @abstractmethod
+    def reset(self, rng: np.random.Generator) -> np.ndarray:
+        """Reset every slot (noise drawn from ``rng``); return observations ``[num_envs, obs]``."""
+
+    @abstractmethod
+    def step(self, action: np.ndarray) -> StepResult:
+        """Advance every alive slot by one control step."""
+
+    def render(self, index: int = 0) -> np.ndarray:
+        """RGB frame ``[height, width, 3]`` of slot ``index`` (families that can render)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot render")
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release renderers or other resources."""
+
+
+class TaskFamily(ABC):
+    """A distribution over tasks plus the environment they parametrise.
+
+    Tasks are drawn from ``self.rng``, a :class:`numpy.random.Generator` seeded at construction
+    (never global numpy state); its state can be saved and restored via ``rng.bit_generator.state``.
+    Keyword arguments of subclasses (reward weights, ranges, horizon, physics preset) configure
+    both the task distribution and the environment.
+    """
+
+    name: str
+    """Family name used in configs and gymnasium ids (``metarl/{name}-v0``)."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def seed(self, seed: int | None) -> None:
+        """Re-seed the task generator."""
+        self.rng = np.random.default_rng(seed)
+
+    @abstractmethod
+    def sample_tasks(self, num_tasks: int) -> list[Task]:
+        """Draw ``num_tasks`` independent tasks from the family's distribution."""
+
+    @abstractmethod
+    def make_batched_env(self, num_envs: int) -> BatchedEnv:
+        """A batched environment of ``num_envs`` slots configured like this family."""
+
+    @property
+    def preset(self) -> str:
+        """Physics preset name (``"original"`` for families with a single physics)."""
+        return "original"
+
+    def describe_task(self, task: Task) -> str:
+        """Short human-readable label of a task, for plots and videos."""
+        return ", ".join(f"{key}={_format_value(value)}" for key, value in task.items())
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, list | tuple | np.ndarray):
+        return "(" + ", ".join(f"{float(v):+.2f}" for v in value) + ")"
+    return f"{float(value):+.2f}"

@@ -1,0 +1,177 @@
+"""HalfCheetah goal-velocity and goal-direction task families (Finn et al. 2017, section 5.3)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from envs.mujoco_core import (
+    BatchedSimulation,
+    DirectionTask,
+    LocomotionFamily,
+    Measurements,
+    VelocityTask,
+    check_range,
+)
+
+_DOCSTRING_SPACES = """
+    ## Action space
+    ``Box(-1, 1, (6,), float32)``: torques, clipped to [-1, 1] and mapped onto the actuators'
+    control range (gears 120/90/60/120/60/30 N·m).
+
+    | index | meaning                 | range   | MuJoCo name | unit |
+    |-------|-------------------------|---------|-------------|------|
+    | 0     | back thigh torque       | [-1, 1] | bthigh      | N·m  |
+    | 1     | back shin torque        | [-1, 1] | bshin       | N·m  |
+    | 2     | back foot torque        | [-1, 1] | bfoot       | N·m  |
+    | 3     | front thigh torque      | [-1, 1] | fthigh      | N·m  |
+    | 4     | front shin torque       | [-1, 1] | fshin       | N·m  |
+    | 5     | front foot torque       | [-1, 1] | ffoot       | N·m  |
+
+    ## Observation space
+    ``Box(-inf, inf, (20,) original | (17,) gymnasium, float64)``.
+
+    | index (original / gymnasium) | meaning | range | MuJoCo name | unit |
+    |---|---|---|---|---|
+    | 0-7 / 0-7 | torso z, torso angle, 6 joint angles | (-inf, inf) | qpos[1:] | m, rad |
+    | 8-16 / 8-16 | torso x, z, angle velocities, 6 joints | (-inf, inf) | qvel | m/s, rad/s |
+    | 17-19 / — | centre of mass of the torso subtree | (-inf, inf) | subtree_com[torso] | m |
+"""
+
+_DOCSTRING_START_END = """
+    ## Starting state
+    ``original``: ``qpos = qpos0 + 0.01·N(0, 1)``, ``qvel = 0.1·N(0, 1)``.
+    ``gymnasium``: ``qpos = qpos0 + U(-0.1, 0.1)``, ``qvel = 0.1·N(0, 1)`` (as HalfCheetah-v5).
+
+    ## Episode end
+    Never terminates; truncation after ``horizon`` steps (200 original, 100 gymnasium).
+"""
+
+_PRESETS_NOTE = """
+    Physics presets (``physics``): ``"original"`` is the paper's rllab setup (timestep 0.01 s,
+    one physics step per control step, ``v_x`` = velocity of the whole robot's centre of mass,
+    measured by a forward pass at the new state); ``"gymnasium"`` is HalfCheetah-v5 as shipped
+    (5 physics steps, dt 0.05 s, ``v_x`` = finite difference of the torso's x position).
+"""
+
+
+class HalfCheetah(LocomotionFamily):
+    """Shared body of the HalfCheetah families: model, observation and control cost."""
+
+    xml_file = "half_cheetah.xml"
+
+    def __init__(
+        self, seed: int | None, physics: str, ctrl_cost_weight: float, horizon: int | None
+    ) -> None:
+        super().__init__(seed, physics, horizon)
+        self.ctrl_cost_weight = ctrl_cost_weight
+
+    def reward_ctrl(self, action: np.ndarray) -> np.ndarray:
+        """``-ctrl_cost_weight * ‖a‖²`` with ``a`` the clipped action in [-1, 1]."""
+        return -self.ctrl_cost_weight * np.sum(np.square(action), axis=1)
+
+    def reward_terms(
+        self, measured: Measurements, action: np.ndarray, parameters: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        return {
+            "reward_forward": self.reward_task(measured, parameters),
+            "reward_ctrl": self.reward_ctrl(action),
+        }
+
+    def observe(self, sim: BatchedSimulation, measured: Measurements) -> np.ndarray:
+        parts = [sim.qpos[:, 1:], sim.qvel]
+        if self.physics.measure_after_step:
+            parts.append(sim.sensor("torso_com"))
+        return np.concatenate(parts, axis=1)
+
+
+class HalfCheetahVel(VelocityTask, HalfCheetah):
+    """A planar cheetah must run at a target forward velocity it does not observe.
+
+    ## Description
+    The 2D cheetah of HalfCheetah (9 joints, 6 actuated) is rewarded for matching its forward
+    velocity ``v_x`` to the task's target velocity.
+    {presets}
+    ## Task distribution
+    ``{{"velocity": v}}`` with ``v ~ U[velocity_range]`` (default ``U[0, 2]`` m/s).
+    {spaces}
+    ## Rewards
+    ``reward = reward_forward + reward_ctrl``:
+
+    * ``reward_forward = -|v_x - v|``;
+    * ``reward_ctrl = -ctrl_cost_weight · ‖a‖²`` (``ctrl_cost_weight`` = 0.05).
+
+    ``info`` carries both terms and ``x_velocity``.
+    {start_end}
+    ## Arguments
+    | name | type | default | meaning |
+    |---|---|---|---|
+    | seed | int \\| None | None | seed of the task generator |
+    | physics | str | "original" | physics preset: "original" or "gymnasium" |
+    | velocity_range | tuple[float, float] | (0.0, 2.0) | target velocities drawn uniformly, m/s |
+    | ctrl_cost_weight | float | 0.05 | weight of the control cost |
+    | horizon | int \\| None | None | episode length; None: 200 original, 100 gymnasium |
+
+    ## Version history
+    * v0: initial version, rewards as in the MAML paper's code, two physics presets.
+    """
+
+    name = "HalfCheetahVel"
+
+    def __init__(
+        self,
+        seed: int | None = None,
+        physics: str = "original",
+        velocity_range: tuple[float, float] = (0.0, 2.0),
+        ctrl_cost_weight: float = 0.05,
+        horizon: int | None = None,
+    ) -> None:
+        super().__init__(seed, physics, ctrl_cost_weight, horizon)
+        self.velocity_range = check_range("velocity_range", velocity_range)
+
+
+class HalfCheetahDir(DirectionTask, HalfCheetah):
+    """A planar cheetah must run forward or backward, the direction unobserved.
+
+    ## Description
+    The 2D cheetah of HalfCheetah (9 joints, 6 actuated) is rewarded for its forward velocity
+    ``v_x`` along the task's direction.
+    {presets}
+    ## Task distribution
+    ``{{"direction": d}}`` with ``d = +1.0`` or ``-1.0``, each with probability 1/2.
+    {spaces}
+    ## Rewards
+    ``reward = reward_forward + reward_ctrl``:
+
+    * ``reward_forward = d · v_x``;
+    * ``reward_ctrl = -ctrl_cost_weight · ‖a‖²`` (``ctrl_cost_weight`` = 0.05).
+
+    ``info`` carries both terms and ``x_velocity``.
+    {start_end}
+    ## Arguments
+    | name             | type         | default    | meaning                                    |
+    |------------------|--------------|------------|--------------------------------------------|
+    | seed             | int \\| None  | None       | seed of the task generator                 |
+    | physics          | str          | "original" | physics preset: "original" or "gymnasium"  |
+    | ctrl_cost_weight | float        | 0.05       | weight of the control cost                 |
+    | horizon | int \\| None | None | episode length; None: 200 original, 100 gymnasium |
+
+    ## Version history
+    * v0: initial version, rewards as in the MAML paper's code, two physics presets.
+    """
+
+    name = "HalfCheetahDir"
+
+    def __init__(
+        self,
+        seed: int | None = None,
+        physics: str = "original",
+        ctrl_cost_weight: float = 0.05,
+        horizon: int | None = None,
+    ) -> None:
+        super().__init__(seed, physics, ctrl_cost_weight, horizon)
+
+
+for _family in (HalfCheetahVel, HalfCheetahDir):
+    _family.__doc__ = (_family.__doc__ or "").format(
+        presets=_PRESETS_NOTE, spaces=_DOCSTRING_SPACES, start_end=_DOCSTRING_START_END
+    )

@@ -1,0 +1,498 @@
+"""Batched MuJoCo simulation shared by the locomotion task families.
+
+All ``num_envs`` slots share one :class:`mujoco.MjModel` and are stepped together, in C, by
+:mod:`mujoco.rollout` on a thread pool (one thread per core); observations and rewards are
+then computed vectorised in numpy from the batch state.  No per-slot Python loop runs per step.
+
+Quantities that need MuJoCo's pipeline rather than the raw state (centre of mass of the torso
+subtree and its velocity, torso orientation, contact forces ``cfrc_ext``) are read from sensors
+added to the model in code:
+
+* ``"original"`` preset: after each control step a *probe* rollout runs one forward pass at the
+  new state with the same control (as rllab's ``model.forward()`` after stepping) and returns
+  the sensors; the probe uses the Euler integrator and its state output is discarded.
+* ``"gymnasium"`` preset: the sensors of the last physics substep are used (contact forces at
+  the start of that substep), so no extra pass is needed.
+
+``cfrc_ext`` is rebuilt exactly from one net-force contact sensor per body:
+``cfrc_ext[b] = -[torque + (point - c) x force, force]`` with ``c`` the torso subtree's centre
+of mass (the frame MuJoCo uses for ``cfrc_ext``); a test checks it against
+``mujoco.mj_rnePostConstraint``.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+import os
+import warnings
+from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import gymnasium  # noqa: E402
+import mujoco  # noqa: E402  (MUJOCO_GL must be set before mujoco is imported)
+import numpy as np  # noqa: E402
+from mujoco import rollout  # noqa: E402
+
+from envs.base import BatchedEnv, StepResult, Task, TaskFamily  # noqa: E402
+
+LOGGER = logging.getLogger("envs.mujoco")
+ASSETS = os.path.join(os.path.dirname(gymnasium.__file__ or ""), "envs", "mujoco", "assets")
+TORSO = "torso"
+RENDER_SIZE = 480
+_FULL_STATE = mujoco.mjtState.mjSTATE_FULLPHYSICS
+_CONTACT_DATA = 2 | 4 | 16  # contact sensor fields: force, torque, point
+_NET_FORCE = 3  # contact sensor reduction: net wrench of all matching contacts
+
+
+def _log_mujoco_warning(message: str) -> None:
+    LOGGER.warning("MuJoCo: %s", message)
+
+
+if mujoco.get_mju_user_warning() is None:  # else MuJoCo writes MUJOCO_LOG.TXT into the cwd
+    mujoco.set_mju_user_warning(_log_mujoco_warning)
+
+
+@dataclass(frozen=True)
+class PhysicsPreset:
+    """Dynamics and measurement conventions shared by every family of one preset."""
+
+    name: str
+    frame_skip: int
+    horizon: int
+    qpos_noise: str  # "normal" or "uniform"
+    qpos_noise_scale: float
+    qvel_noise_scale: float
+    measure_after_step: bool  # COM quantities from a forward pass at the new state
+
+
+PRESETS: dict[str, PhysicsPreset] = {
+    "original": PhysicsPreset("original", 1, 200, "normal", 0.01, 0.1, True),
+    "gymnasium": PhysicsPreset("gymnasium", 5, 100, "uniform", 0.1, 0.1, False),
+}
+
+
+def physics_preset(name: str) -> PhysicsPreset:
+    """The preset called ``name``; a clear error otherwise."""
+    if name not in PRESETS:
+        raise ValueError(f"physics must be one of {sorted(PRESETS)}, got {name!r}")
+    return PRESETS[name]
+
+
+@functools.cache
+def _compiled_model(xml_file: str, contact_sensors: bool) -> mujoco.MjModel:
+    with warnings.catch_warnings():  # gymnasium's XML uses the deprecated 'settotalmass'
+        warnings.filterwarnings("ignore", message=".*settotalmass.*")
+        spec = mujoco.MjSpec.from_file(os.path.join(ASSETS, xml_file))
+    for index, body in enumerate(spec.bodies[1:], start=1):
+        body.name = body.name or f"body_{index}"
+        if contact_sensors:
+            _add_sensor(spec, mujoco.mjtSensor.mjSENS_CONTACT, body.name, f"contact_{index}")
+    _add_sensor(spec, mujoco.mjtSensor.mjSENS_SUBTREECOM, TORSO, "torso_com")
+    _add_sensor(spec, mujoco.mjtSensor.mjSENS_SUBTREELINVEL, TORSO, "torso_com_velocity")
+    for axis in "xyz":
+        sensor_type = getattr(mujoco.mjtSensor, f"mjSENS_FRAME{axis.upper()}AXIS")
+        _add_sensor(spec, sensor_type, TORSO, f"torso_{axis}axis")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*settotalmass.*")
+        return spec.compile()
+
+
+def _add_sensor(spec: mujoco.MjSpec, sensor_type: int, body: str, name: str) -> None:
+    sensor = spec.add_sensor(
+        name=name, type=sensor_type, objtype=mujoco.mjtObj.mjOBJ_BODY, objname=body
+    )
+    if sensor_type == mujoco.mjtSensor.mjSENS_CONTACT:
+        sensor.intprm[0], sensor.intprm[1], sensor.intprm[2] = _CONTACT_DATA, _NET_FORCE, 1
+
+
+def load_model(xml_file: str, contact_sensors: bool = False) -> mujoco.MjModel:
+    """Gymnasium's shipped ``xml_file`` with the torso (and optionally contact) sensors added."""
+    return copy.deepcopy(_compiled_model(xml_file, contact_sensors))
+
+
+@functools.cache
+def _rollout_pool(pid: int, num_threads: int) -> rollout.Rollout:
+    return rollout.Rollout(nthread=num_threads)
+
+
+def default_num_threads() -> int:
+    """Threads used for stepping: the cores this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
+class BatchedSimulation:
+    """``num_envs`` copies of one model, stepped together by :mod:`mujoco.rollout`.
+
+    ``state`` is the ``[num_envs, nstate]`` array of MuJoCo full physics states; ``sensors``
+    holds the sensor values of the last step (or probe) for every slot.
+    """
+
+    def __init__(
+        self,
+        model: mujoco.MjModel,
+        num_envs: int,
+        frame_skip: int,
+        probe_model: mujoco.MjModel | None = None,
+        num_threads: int | None = None,
+    ):
+        self.model = model
+        self.probe_model = probe_model
+        self.num_envs = num_envs
+        self.frame_skip = frame_skip
+        self.num_threads = num_threads or default_num_threads()
+        self.dt = model.opt.timestep * frame_skip
+        data = mujoco.MjData(model)
+        self.state = np.zeros((num_envs, mujoco.mj_stateSize(model, _FULL_STATE)))
+        mujoco.mj_getState(model, data, self.state[0], _FULL_STATE)
+        self.state[:] = self.state[0]
+        self._default_state = self.state[0].copy()
+        self._qpos = slice(1, 1 + model.nq)
+        self._qvel = slice(1 + model.nq, 1 + model.nq + model.nv)
+        sensor_model = probe_model or model
+        self.sensors = np.zeros((num_envs, sensor_model.nsensordata))
+        self._sensor_slices = {
+            sensor_model.sensor(i).name: slice(
+                int(sensor_model.sensor_adr[i]),
+                int(sensor_model.sensor_adr[i] + sensor_model.sensor_dim[i]),
+            )
+            for i in range(sensor_model.nsensor)
+        }
+        self._renderer: mujoco.Renderer | None = None
+        self._setup_workers()
+
+    def _setup_workers(self) -> None:
+        self._datas = [mujoco.MjData(self.model) for _ in range(self.num_threads)]
+        self._probe_datas = (
+            [mujoco.MjData(self.probe_model) for _ in range(self.num_threads)]
+            if self.probe_model is not None
+            else None
+        )
+        self._state_out = np.empty((self.num_envs, self.frame_skip, self.state.shape[1]))
+        self._sensors_out = np.empty((self.num_envs, self.frame_skip, self.model.nsensordata))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for key in ("_datas", "_probe_datas", "_state_out", "_sensors_out", "_renderer"):
+            state.pop(key)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._renderer = None
+        self._setup_workers()
+
+    @property
+    def qpos(self) -> np.ndarray:
+        """Joint positions ``[num_envs, nq]`` (a view)."""
+        return self.state[:, self._qpos]
+
+    @property
+    def qvel(self) -> np.ndarray:
+        """Joint velocities ``[num_envs, nv]`` (a view)."""
+        return self.state[:, self._qvel]
+
+    def sensor(self, name: str) -> np.ndarray:
+        """Values ``[num_envs, dim]`` of the sensor ``name`` (a view)."""
+        return self.sensors[:, self._sensor_slices[name]]
+
+    def set_state(self, qpos: np.ndarray, qvel: np.ndarray) -> None:
+        """Restart every slot at time 0 from ``qpos`` ``[num_envs, nq]``, ``qvel``."""
+        self.state[:] = self._default_state
+        self.qpos[:] = qpos
+        self.qvel[:] = qvel
+        self.sensors[:] = 0.0
+
+    def step(self, ctrl: np.ndarray, active: np.ndarray) -> None:
+        """Advance the ``active`` slots by ``frame_skip`` physics steps under ``ctrl``."""
+        index = None if active.all() else np.flatnonzero(active)
+        count = self.num_envs if index is None else len(index)
+        if count == 0:
+            return
+        initial = self.state if index is None else self.state[index]
+        controls = np.repeat(
+            (ctrl if index is None else ctrl[index])[:, None, :], self.frame_skip, axis=1
+        )
+        states, sensors = self._state_out[:count], self._sensors_out[:count]
+        _rollout_pool(os.getpid(), self.num_threads).rollout(
+            [self.model] * count,
+            self._datas,
+            initial,
+            controls,
+            nstep=self.frame_skip,
+            state=states,
+            sensordata=sensors,
+            skip_checks=True,
+        )
+        rows = slice(None) if index is None else index
+        self.state[rows] = states[:, -1]
+        if self.probe_model is None and self.model.nsensordata:
+            self.sensors[rows] = sensors[:, -1]
+
+    def probe(self, ctrl: np.ndarray, active: np.ndarray) -> None:
+        """Refresh ``sensors`` of the ``active`` slots by a forward pass at their state."""
+        assert self.probe_model is not None and self._probe_datas is not None
+        index = np.flatnonzero(active)
+        if len(index) == 0:
+            return
+        states = np.empty((len(index), 1, self.state.shape[1]))
+        sensors = np.empty((len(index), 1, self.probe_model.nsensordata))
+        _rollout_pool(os.getpid(), self.num_threads).rollout(
+            [self.probe_model] * len(index),
+            self._probe_datas,
+            self.state[index],
+            ctrl[index][:, None, :],
+            nstep=1,
+            state=states,
+            sensordata=sensors,
+            skip_checks=True,
+        )
+        self.sensors[index] = sensors[:, 0]
+
+    def render(self, index: int) -> np.ndarray:
+        """RGB frame of slot ``index`` seen from the model's tracking camera."""
+        if self._renderer is None:
+            self._renderer = mujoco.Renderer(self.model, RENDER_SIZE, RENDER_SIZE)
+            self._render_data = mujoco.MjData(self.model)
+        mujoco.mj_setState(self.model, self._render_data, self.state[index], _FULL_STATE)
+        mujoco.mj_forward(self.model, self._render_data)
+        self._renderer.update_scene(self._render_data, camera="track")
+        return self._renderer.render()
+
+    def close(self) -> None:
+        """Release the renderer."""
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+
+def make_probe_model(model: mujoco.MjModel, contacts: bool) -> mujoco.MjModel:
+    """A copy of ``model`` whose single Euler step is one forward pass (sensors included).
+
+    Without ``contacts`` collision and constraints are skipped: enough for kinematic sensors.
+    """
+    probe = copy.deepcopy(model)
+    probe.opt.integrator = mujoco.mjtIntegrator.mjINT_EULER
+    probe.opt.disableflags |= mujoco.mjtDisableBit.mjDSBL_EULERDAMP
+    if not contacts:
+        probe.opt.disableflags |= (
+            mujoco.mjtDisableBit.mjDSBL_CONTACT | mujoco.mjtDisableBit.mjDSBL_CONSTRAINT
+        )
+    return probe
+
+
+@dataclass
+class Measurements:
+    """What the rewards and observations of one step are computed from, per slot."""
+
+    x_velocity: np.ndarray  # [B] forward velocity of the robot
+    position: np.ndarray  # [B, 2] torso (COM or frame) x, y
+    contact_forces: np.ndarray | None  # [B, nbody, 6] cfrc_ext, unclipped
+
+
+class LocomotionFamily(TaskFamily):
+    """Base of the MuJoCo locomotion families: physics preset, batching and masking.
+
+    Subclasses set the robot (``xml_file``, sensors, initial pose) and define the task
+    parameters, observation, reward terms and health rule.
+    """
+
+    xml_file: str
+    contact_sensors: bool = False
+    timestep: dict[str, float] = {}  # model timestep per preset, when it differs from the XML
+    reward_task_key = "reward_forward"
+
+    def __init__(self, seed: int | None, physics: str, horizon: int | None) -> None:
+        super().__init__(seed)
+        self.physics = physics_preset(physics)
+        if horizon is not None and horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon!r}")
+        self.horizon = self.physics.horizon if horizon is None else int(horizon)
+
+    @property
+    def preset(self) -> str:
+        return self.physics.name
+
+    def make_batched_env(self, num_envs: int) -> BatchedLocomotionEnv:
+        return BatchedLocomotionEnv(num_envs, self)
+
+    def build_simulation(self, num_envs: int) -> BatchedSimulation:
+        """The batched simulation of this family's robot under its physics preset."""
+        original = self.physics.measure_after_step
+        model = load_model(self.xml_file, self.contact_sensors and not original)
+        if self.preset in self.timestep:
+            model.opt.timestep = self.timestep[self.preset]
+        probe = None
+        if original:
+            probe = make_probe_model(
+                load_model(self.xml_file, self.contact_sensors), contacts=self.contact_sensors
+            )
+            probe.opt.timestep = model.opt.timestep
+        return BatchedSimulation(model, num_envs, self.physics.frame_skip, probe)
+
+    def initial_qpos(self, model: mujoco.MjModel) -> np.ndarray:
+        """Mean initial joint positions before noise (the model's reference pose)."""
+        return model.qpos0.copy()
+
+    def measure(self, sim: BatchedSimulation, x_before: np.ndarray | None) -> Measurements:
+        """Velocity, position and contact forces per the preset's conventions."""
+        if self.physics.measure_after_step:
+            com = sim.sensor("torso_com")
+            velocity, position = sim.sensor("torso_com_velocity")[:, 0].copy(), com[:, :2].copy()
+        else:
+            x_now = sim.qpos[:, 0]
+            velocity = np.zeros(sim.num_envs) if x_before is None else (x_now - x_before) / sim.dt
+            position = sim.qpos[:, :2].copy()
+        forces = contact_forces(sim) if self.contact_sensors else None
+        return Measurements(velocity, position, forces)
+
+    @abstractmethod
+    def task_parameters(self, tasks: Sequence[Task]) -> np.ndarray:
+        """The tasks as an array ``[num_tasks, ...]`` used by :meth:`reward_task`."""
+
+    @abstractmethod
+    def reward_task(self, measured: Measurements, parameters: np.ndarray) -> np.ndarray:
+        """The task-dependent reward term (forward or goal) per slot."""
+
+    @abstractmethod
+    def reward_terms(
+        self, measured: Measurements, action: np.ndarray, parameters: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Every reward term (``reward_*``) per slot; the reward is their sum."""
+
+    @abstractmethod
+    def observe(self, sim: BatchedSimulation, measured: Measurements) -> np.ndarray:
+        """Observations ``[num_envs, observation_dim]``."""
+
+    def unhealthy(self, sim: BatchedSimulation) -> np.ndarray:
+        """Slots whose state ends the episode (none by default)."""
+        return np.zeros(sim.num_envs, dtype=bool)
+
+
+def contact_forces(sim: BatchedSimulation) -> np.ndarray:
+    """``cfrc_ext`` ``[B, nbody, 6]`` (world body included, always 0) from contact sensors."""
+    com = sim.sensor("torso_com")
+    forces = np.zeros((sim.num_envs, sim.model.nbody, 6))
+    for body in range(1, sim.model.nbody):
+        reading = sim.sensor(f"contact_{body}")
+        force, torque, point = reading[:, 0:3], reading[:, 3:6], reading[:, 6:9]
+        forces[:, body, :3] = -(torque + np.cross(point - com, force))
+        forces[:, body, 3:] = -force
+    return forces
+
+
+class BatchedLocomotionEnv(BatchedEnv):
+    """``num_envs`` robots of one :class:`LocomotionFamily`, each with its own task."""
+
+    def __init__(self, num_envs: int, family: LocomotionFamily) -> None:
+        super().__init__(num_envs)
+        self.family = family
+        self.horizon = family.horizon
+        self.sim = family.build_simulation(num_envs)
+        self.action_dim = self.sim.model.nu
+        low, high = self.sim.model.actuator_ctrlrange.T
+        self._ctrl_center, self._ctrl_half_range = (high + low) / 2, (high - low) / 2
+        self._parameters = np.zeros((num_envs, 1))
+        self._observation = family.observe(self.sim, family.measure(self.sim, None))
+        self.observation_dim = self._observation.shape[1]
+        self.metadata = {"render_modes": ["rgb_array"], "render_fps": int(round(1 / self.sim.dt))}
+        self.alive[:] = False
+
+    def _on_tasks_set(self) -> None:
+        self._parameters = self.family.task_parameters(self.tasks)
+
+    def reset(self, rng: np.random.Generator) -> np.ndarray:
+        if not self.tasks:
+            raise RuntimeError("set_tasks must be called before reset")
+        qpos, qvel = self._initial_state(rng)
+        self.sim.set_state(qpos, qvel)
+        self.alive[:] = True
+        if self.family.physics.measure_after_step:
+            self.sim.probe(np.zeros((self.num_envs, self.action_dim)), self.alive)
+        self._observation = self.family.observe(self.sim, self.family.measure(self.sim, None))
+        return self._observation.copy()
+
+    def _initial_state(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Reference pose plus noise, drawn slot by slot (qpos then qvel, as gymnasium does),
+        so that slot 0 of any batch matches a batch of one."""
+        physics, model = self.family.physics, self.sim.model
+        qpos = np.tile(self.family.initial_qpos(model), (self.num_envs, 1))
+        qvel = np.zeros((self.num_envs, model.nv))
+        scale = physics.qpos_noise_scale
+        for slot in range(self.num_envs):
+            if physics.qpos_noise == "uniform":
+                qpos[slot] += rng.uniform(-scale, scale, size=model.nq)
+            else:
+                qpos[slot] += scale * rng.standard_normal(model.nq)
+            qvel[slot] += physics.qvel_noise_scale * rng.standard_normal(model.nv)
+        return qpos, qvel
+
+    def step(self, action: np.ndarray) -> StepResult:
+        action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+        alive = self.alive.copy()
+        ctrl = self._ctrl_center + self._ctrl_half_range * action
+        x_before = self.sim.qpos[:, 0].copy()
+        self.sim.step(ctrl, alive)
+        if self.family.physics.measure_after_step:
+            self.sim.probe(ctrl, alive)
+        measured = self.family.measure(self.sim, x_before)
+        terms = self.family.reward_terms(measured, action, self._parameters)
+        info = {key: np.where(alive, value, 0.0) for key, value in terms.items()}
+        reward = np.sum(list(info.values()), axis=0)
+        terminated = alive & self.family.unhealthy(self.sim)
+        self.alive = alive & ~terminated
+        observation = self.family.observe(self.sim, measured)
+        self._observation = np.where(alive[:, None], observation, self._observation)
+        info["x_velocity"] = np.where(alive, measured.x_velocity, 0.0)
+        return StepResult(self._observation.copy(), reward, terminated, info)
+
+    def render(self, index: int = 0) -> np.ndarray:
+        return self.sim.render(index)
+
+    def close(self) -> None:
+        self.sim.close()
+
+
+class VelocityTask:
+    """Mixin: target forward velocity ``v ~ U[velocity_range]``, term ``-|v_x - v|``."""
+
+    rng: np.random.Generator
+    velocity_range: tuple[float, float]
+
+    def sample_tasks(self, num_tasks: int) -> list[Task]:
+        low, high = self.velocity_range
+        return [{"velocity": float(v)} for v in self.rng.uniform(low, high, size=num_tasks)]
+
+    def task_parameters(self, tasks: Sequence[Task]) -> np.ndarray:
+        return np.array([float(task["velocity"]) for task in tasks])
+
+    def reward_task(self, measured: Measurements, parameters: np.ndarray) -> np.ndarray:
+        return -np.abs(measured.x_velocity - parameters)
+
+
+class DirectionTask:
+    """Mixin: direction ``d`` in ``{-1, +1}`` with probability 1/2 each, term ``d * v_x``."""
+
+    rng: np.random.Generator
+
+    def sample_tasks(self, num_tasks: int) -> list[Task]:
+        return [{"direction": float(d)} for d in self.rng.choice([-1.0, 1.0], size=num_tasks)]
+
+    def task_parameters(self, tasks: Sequence[Task]) -> np.ndarray:
+        return np.array([float(task["direction"]) for task in tasks])
+
+    def reward_task(self, measured: Measurements, parameters: np.ndarray) -> np.ndarray:
+        return parameters * measured.x_velocity
+
+
+def check_range(name: str, value: tuple[float, float]) -> tuple[float, float]:
+    """``value`` as a ``(low, high)`` float pair; a clear error unless ``low <= high``."""
+    low, high = (float(v) for v in value)
+    if not low <= high:
+        raise ValueError(f"{name} must be (low, high) with low <= high, got {value!r}")
+    return low, high

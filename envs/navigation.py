@@ -1,0 +1,125 @@
+"""2D point navigation to a goal position (Finn et al. 2017, section 5.3)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from envs.base import BatchedEnv, StepResult, Task, TaskFamily
+
+
+class Navigation2D(TaskFamily):
+    """A point mass moves in the plane and must reach a goal it does not observe.
+
+    ## Description
+    The agent starts at the origin and moves by a bounded displacement each step.  Tasks differ
+    by the goal position; the policy sees only its own position and must infer the goal from
+    rewards.
+
+    ## Task distribution
+    ``{"goal": [g_x, g_y]}`` with ``g ~ U[-goal_range, goal_range]^2`` (default ``[-0.5, 0.5]^2``).
+
+    ## Action space
+    | index | meaning         | range   | effect                                |
+    |-------|-----------------|---------|---------------------------------------|
+    | 0     | x displacement  | [-1, 1] | clipped, times ``max_step`` (0.1)     |
+    | 1     | y displacement  | [-1, 1] | clipped, times ``max_step`` (0.1)     |
+
+    ## Observation space
+    | index | meaning    | range      | unit |
+    |-------|------------|------------|------|
+    | 0     | position x | (-inf, inf)| m    |
+    | 1     | position y | (-inf, inf)| m    |
+
+    ## Rewards
+    ``reward = reward_distance = -‖position - goal‖₂`` measured after the move (Euclidean, not
+    squared).  ``info["reward_distance"]`` carries the term.
+
+    ## Starting state
+    Position ``(0, 0)``, no noise.
+
+    ## Episode end
+    Termination when ``|x - g_x| < goal_tolerance`` and ``|y - g_y| < goal_tolerance``
+    (default 0.01); truncation after ``horizon`` steps (default 100).
+
+    ## Arguments
+    | name           | type  | default | meaning                                    |
+    |----------------|-------|---------|--------------------------------------------|
+    | seed           | int   | None    | seed of the task generator                 |
+    | goal_range     | float | 0.5     | goals drawn from ``U[-goal_range, goal_range]^2`` |
+    | max_step       | float | 0.1     | displacement per step for an action of 1   |
+    | goal_tolerance | float | 0.01    | per-axis distance that ends the episode    |
+    | horizon        | int   | 100     | maximum episode length                     |
+
+    ## Version history
+    * v0: initial version, as in the MAML paper's original code.
+    """
+
+    name = "Navigation2D"
+
+    def __init__(
+        self,
+        seed: int | None = None,
+        goal_range: float = 0.5,
+        max_step: float = 0.1,
+        goal_tolerance: float = 0.01,
+        horizon: int = 100,
+    ) -> None:
+        super().__init__(seed)
+        _require_positive(
+            goal_range=goal_range, max_step=max_step, goal_tolerance=goal_tolerance, horizon=horizon
+        )
+        self.goal_range = goal_range
+        self.max_step = max_step
+        self.goal_tolerance = goal_tolerance
+        self.horizon = int(horizon)
+
+    def sample_tasks(self, num_tasks: int) -> list[Task]:
+        goals = self.rng.uniform(-self.goal_range, self.goal_range, size=(num_tasks, 2))
+        return [{"goal": [float(x), float(y)]} for x, y in goals]
+
+    def make_batched_env(self, num_envs: int) -> BatchedNavigation2D:
+        return BatchedNavigation2D(num_envs, self.max_step, self.goal_tolerance, self.horizon)
+
+
+class BatchedNavigation2D(BatchedEnv):
+    """``num_envs`` point masses, each with its own goal; see :class:`Navigation2D`."""
+
+    observation_dim = 2
+    action_dim = 2
+
+    def __init__(self, num_envs: int, max_step: float, goal_tolerance: float, horizon: int):
+        super().__init__(num_envs)
+        self.max_step = max_step
+        self.goal_tolerance = goal_tolerance
+        self.horizon = horizon
+        self.goals = np.zeros((num_envs, 2))
+        self.position = np.zeros((num_envs, 2))
+
+    def _on_tasks_set(self) -> None:
+        self.goals = np.array([task["goal"] for task in self.tasks], dtype=np.float64)
+
+    def reset(self, rng: np.random.Generator) -> np.ndarray:
+        if not self.tasks:
+            raise RuntimeError("set_tasks must be called before reset")
+        self.position = np.zeros((self.num_envs, 2))
+        self.alive[:] = True
+        return self.position.copy()
+
+    def step(self, action: np.ndarray) -> StepResult:
+        displacement = self.max_step * np.clip(action, -1.0, 1.0)
+        alive = self.alive
+        self.position = np.where(alive[:, None], self.position + displacement, self.position)
+        offset = self.position - self.goals
+        reward_distance = np.where(alive, -np.linalg.norm(offset, axis=1), 0.0)
+        reached = np.all(np.abs(offset) < self.goal_tolerance, axis=1)
+        terminated = alive & reached
+        self.alive = alive & ~reached
+        return StepResult(
+            self.position.copy(), reward_distance, terminated, {"reward_distance": reward_distance}
+        )
+
+
+def _require_positive(**values: float) -> None:
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value!r}")

@@ -1,0 +1,75 @@
+"""Atomic checkpoints holding the whole training state, and their validation on load."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "metarl-checkpoint-v1"
+REQUIRED_KEYS = ("format", "iteration", "config", "policy")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used (one-line message)."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder, fsync, then rename:
+    a crash at any point leaves either the old file or the new one, never a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Save a training state atomically (see :func:`atomic_write_bytes`)."""
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load and check a checkpoint; any problem raises :class:`CheckpointError`."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, OSError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CheckpointError(f"checkpoint {path}: unreadable or truncated ({reason})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path}: not a metarl checkpoint (expected {FORMAT})")
+    missing = [key for key in REQUIRED_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path}: missing {', '.join(missing)}")
+    return state
+
+
+def find_checkpoint(path: Path, name: str = "last.pt") -> Path:
+    """``path`` itself if it is a file, else ``path/checkpoints/name``."""
+    if path.is_file():
+        return path
+    candidate = path / "checkpoints" / name
+    if not candidate.is_file():
+        raise CheckpointError(f"{path}: no checkpoint found (expected {candidate})")
+    return candidate

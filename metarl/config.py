@@ -1,0 +1,195 @@
+"""The run configuration: one typed schema (pydantic) for YAML files, ``--set`` overrides and
+validation.  Every problem is reported as one line naming the key and what was expected."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+
+import envs
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration problem (one line)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EnvConfig(_Section):
+    """Which task family to meta-train on, and its keyword arguments."""
+
+    family: str = "Navigation2D"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @pydantic.field_validator("family")
+    @classmethod
+    def _known_family(cls, value: str) -> str:
+        envs.family_class(value)
+        return value
+
+    @pydantic.model_validator(mode="after")
+    def _known_kwargs(self) -> EnvConfig:
+        signature = inspect.signature(envs.family_class(self.family).__init__)
+        accepted = [name for name in signature.parameters if name not in ("self", "seed")]
+        for key in self.kwargs:
+            if key not in accepted:
+                raise ValueError(
+                    f"env.kwargs.{key}: unknown argument of {self.family}{_suggest(key, accepted)}"
+                    f"; expected one of {accepted}"
+                )
+        try:
+            envs.family_class(self.family)(**self.kwargs)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"env.kwargs.{error}") from None
+        return self
+
+
+class PolicyConfig(_Section):
+    """Gaussian MLP policy."""
+
+    hidden_sizes: list[PositiveInt] = Field(default_factory=lambda: [100, 100], min_length=1)
+    nonlinearity: Literal["relu", "tanh"] = "relu"
+    init_std: PositiveFloat = 1.0
+
+
+class AlgorithmConfig(_Section):
+    """MAML-TRPO hyperparameters (defaults: the original work, reference §2)."""
+
+    num_tasks: PositiveInt = 40  # tasks per meta-batch
+    num_trajectories: PositiveInt = 20  # trajectories per task per sampling step
+    num_inner_steps: PositiveInt = 1  # inner gradient steps during meta-training
+    inner_lr: PositiveFloat = 0.1  # α
+    first_order: bool = False  # drop second-order terms of the meta-gradient
+    gamma: float = Field(0.99, gt=0.0, le=1.0)  # discount γ
+    gae_lambda: float = Field(1.0, ge=0.0, le=1.0)  # GAE λ
+    baseline_ridge: PositiveFloat = 1e-5  # ridge of the linear feature baseline
+    max_kl: PositiveFloat = 0.01  # trust region δ
+    cg_iterations: PositiveInt = 10
+    cg_damping: float = Field(1e-5, ge=0.0)
+    line_search_max_steps: PositiveInt = 15
+    line_search_backtrack_ratio: float = Field(0.8, gt=0.0, lt=1.0)
+
+
+class TrainConfig(_Section):
+    """Run length, seeding, device and checkpointing."""
+
+    num_iterations: PositiveInt = 500
+    seed: int = Field(1, ge=0)
+    device: Literal["cpu", "cuda"] = "cpu"
+    checkpoint_every: PositiveInt = 1
+
+
+class Config(_Section):
+    """A whole run."""
+
+    env: EnvConfig = Field(default_factory=EnvConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or the defaults when ``path`` is None) and apply ``key=value`` overrides
+    (dotted keys, YAML values: ``algorithm.inner_lr=0.5``).  Raises :class:`ConfigError`."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = _read_yaml(Path(path))
+    for override in overrides or []:
+        key, sep, raw = override.partition("=")
+        if not sep or not key:
+            raise ConfigError(
+                f"--set {override!r}: expected KEY=VALUE, e.g. algorithm.inner_lr=0.5"
+            )
+        _set_dotted(data, key.strip(), _parse_value(raw))
+    return validate_config(data)
+
+
+def validate_config(data: Any) -> Config:
+    """Validate a config mapping, turning the first error into a one-line :class:`ConfigError`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: expected a mapping of sections, got {type(data).__name__}")
+    try:
+        return Config.model_validate(data)
+    except pydantic.ValidationError as error:
+        raise ConfigError(_describe(error.errors()[0])) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"config file {path}: cannot read ({error.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {path}: invalid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of sections at the top level")
+    return data
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def _describe(error: Any) -> str:
+    location = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        section = _section_model(error["loc"][:-1])
+        known = list(section.model_fields) if section is not None else []
+        name = str(error["loc"][-1])
+        return f"{location}: unknown key{_suggest(name, known)}; expected one of {known}"
+    message = error["msg"]
+    if error["type"] == "value_error":
+        message = message.removeprefix("Value error, ")
+        if message.startswith("env.kwargs."):
+            return message
+    given = error.get("input")
+    shown = "" if isinstance(given, dict) else f" (got {given!r})"
+    return f"{location}: {message}{shown}" if location else f"config: {message}"
+
+
+def _section_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = Config
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type):
+            return None
+        if not issubclass(field.annotation, BaseModel):
+            return None
+        model = field.annotation
+    return model
+
+
+def _suggest(name: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(name, candidates, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -1,0 +1,97 @@
+"""Batches of episodes as time-major tensors, and the returns / advantages computed on them.
+
+Layout: ``[T, K, M, ...]`` (time, task, trajectory).  ``mask[t, k, m]`` is 1 where step ``t`` of
+trajectory ``m`` of task ``k`` was taken (the episode was alive before the step) and 0 after it
+ended.  Every reduction over time or trajectories is mask-weighted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Episodes:
+    """Trajectories of K tasks × M trajectories, padded to T steps."""
+
+    observations: Tensor  # [T, K, M, obs_dim]
+    actions: Tensor  # [T, K, M, action_dim]
+    rewards: Tensor  # [T, K, M]
+    mask: Tensor  # [T, K, M], 1.0 for steps taken
+    advantages: Tensor | None = None  # [T, K, M], set by the agent
+
+    @property
+    def num_tasks(self) -> int:
+        return self.rewards.shape[1]
+
+    @property
+    def env_steps(self) -> int:
+        """Number of environment steps actually taken."""
+        return int(self.mask.sum().item())
+
+    def returns_per_task(self) -> Tensor:
+        """Undiscounted return per trajectory averaged over trajectories: shape ``[K]``."""
+        return (self.rewards * self.mask).sum(0).mean(-1)
+
+    def mean_return(self) -> float:
+        """Undiscounted return per trajectory, averaged over all trajectories."""
+        return float(self.returns_per_task().mean().item())
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Episodes:
+        """A copy on ``device`` (floating tensors cast to ``dtype`` when given)."""
+
+        def move(x: Tensor | None) -> Tensor | None:
+            return None if x is None else x.to(device=device, dtype=dtype or x.dtype)
+
+        return Episodes(
+            observations=move(self.observations),  # type: ignore[arg-type]
+            actions=move(self.actions),  # type: ignore[arg-type]
+            rewards=move(self.rewards),  # type: ignore[arg-type]
+            mask=move(self.mask),  # type: ignore[arg-type]
+            advantages=move(self.advantages),
+        )
+
+
+def discounted_returns(rewards: Tensor, mask: Tensor, gamma: float) -> Tensor:
+    """``R_t = Σ_{l≥0} γ^l r_{t+l}`` over the steps taken (masked steps contribute 0)."""
+    returns = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    for t in range(rewards.shape[0] - 1, -1, -1):
+        running = (rewards[t] + gamma * running) * mask[t]
+        returns[t] = running
+    return returns
+
+
+def generalized_advantages(
+    rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, gae_lambda: float
+) -> Tensor:
+    """GAE (Schulman et al. 2016): ``A_t = Σ_l (γλ)^l δ_{t+l}``, ``δ_t = r_t + γV_{t+1} - V_t``.
+
+    The value after the last step taken is 0 (episode end or horizon), as in rllab; with
+    ``gae_lambda = 1`` this is the discounted return minus the baseline.
+    """
+    values = values * mask
+    next_values = torch.cat([values[1:], torch.zeros_like(values[:1])], dim=0)
+    deltas = (rewards + gamma * next_values - values) * mask
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    for t in range(rewards.shape[0] - 1, -1, -1):
+        running = (deltas[t] + gamma * gae_lambda * running) * mask[t]
+        advantages[t] = running
+    return advantages
+
+
+def normalize_per_task(values: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
+    """Standardise ``values`` to zero mean, unit std within each task (masked steps excluded)."""
+    count = mask.sum(dim=(0, 2), keepdim=True)
+    mean = (values * mask).sum(dim=(0, 2), keepdim=True) / count
+    var = ((values - mean).pow(2) * mask).sum(dim=(0, 2), keepdim=True) / count
+    return (values - mean) / (var.sqrt() + eps) * mask
+
+
+def masked_mean_per_task(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean over time and trajectories of each task, masked steps excluded: shape ``[K]``."""
+    return (values * mask).sum(dim=(0, 2)) / mask.sum(dim=(0, 2))

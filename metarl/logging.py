@@ -1,0 +1,79 @@
+"""Metrics of a run: ``metrics.jsonl`` (one JSON object per meta-iteration) and the console."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.jsonl"
+
+# Grouped names for dashboards (W&B); metrics.jsonl keeps the flat names.
+METRIC_GROUPS = {
+    "return_pre": "adapt/return_pre",
+    "return_post": "adapt/return_post",
+    "kl": "trpo/kl",
+    "surrogate_before": "trpo/surrogate_before",
+    "surrogate_after": "trpo/surrogate_after",
+    "line_search_steps": "trpo/line_search_steps",
+    "step_accepted": "trpo/step_accepted",
+}
+
+
+def grouped_name(key: str) -> str:
+    """Dashboard name of a flat metric (``time_sampling`` -> ``time/sampling``)."""
+    if key in METRIC_GROUPS:
+        return METRIC_GROUPS[key]
+    if key.startswith("time_"):
+        return "time/" + key.removeprefix("time_")
+    if key.startswith("return_step"):
+        return "adapt/" + key
+    return "progress/" + key
+
+
+class MetricsLog:
+    """Appends one line per iteration to ``metrics.jsonl``, flushed and fsynced."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / METRICS_FILE
+
+    def num_lines(self) -> int:
+        if not self.path.exists():
+            return 0
+        with self.path.open() as handle:
+            return sum(1 for _ in handle)
+
+    def truncate(self, num_lines: int) -> None:
+        """Keep the first ``num_lines`` lines (drop iterations logged after a checkpoint)."""
+        if not self.path.exists():
+            return
+        with self.path.open() as handle:
+            lines = handle.readlines()[:num_lines]
+        with self.path.open("w") as handle:
+            handle.writelines(lines)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def append(self, metrics: dict[str, Any]) -> None:
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(metrics) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """All records of a run's ``metrics.jsonl``."""
+    with (run_dir / METRICS_FILE).open() as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def summary_line(metrics: dict[str, Any]) -> str:
+    """One console line per iteration."""
+    status = "" if metrics.get("step_accepted", 1.0) else "  [step rejected]"
+    return (
+        f"iter {metrics['iteration']:4d} | return pre {metrics['return_pre']:9.2f} "
+        f"post {metrics['return_post']:9.2f} | kl {metrics['kl']:.4f} "
+        f"ls {metrics['line_search_steps']:2d} | "
+        f"sample {metrics['time_sampling']:5.2f}s learn {metrics['time_learning']:5.2f}s{status}"
+    )

@@ -1,0 +1,80 @@
+"""Lock-stepped sampling of all tasks × all trajectories of a meta-batch as one batch.
+
+One policy call per time step serves the whole batch, whether the K tasks share the
+meta-parameters (pre-update) or each has its own adapted parameters (post-update).  No worker
+processes, threads or event loops: the simulator's own batched step does the parallel work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from envs import BatchedEnv, Task, TaskFamily
+from metarl.episodes import Episodes
+from metarl.policies import GaussianMLPPolicy, Params
+
+
+class BatchSampler:
+    """Collects ``num_trajectories`` episodes for each of K tasks in one lock-stepped batch.
+
+    Randomness comes from two seeded streams owned by the sampler: a numpy generator for
+    environment resets and a torch generator for action noise (see :meth:`state_dict`).
+    """
+
+    def __init__(self, family: TaskFamily, num_trajectories: int, seed: int) -> None:
+        self.family = family
+        self.num_trajectories = num_trajectories
+        seeds = np.random.SeedSequence(seed).spawn(2)
+        self.env_rng = np.random.default_rng(seeds[0])
+        self.action_generator = torch.Generator().manual_seed(
+            int(seeds[1].generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+        )
+        self._envs: dict[int, BatchedEnv] = {}
+
+    def _env(self, num_envs: int) -> BatchedEnv:
+        if num_envs not in self._envs:
+            self._envs[num_envs] = self.family.make_batched_env(num_envs)
+        return self._envs[num_envs]
+
+    def sample(self, tasks: Sequence[Task], policy: GaussianMLPPolicy, params: Params) -> Episodes:
+        """Roll out ``policy`` under ``params`` (shared, or one set per task) on every task."""
+        num_tasks, per_task = len(tasks), self.num_trajectories
+        env = self._env(num_tasks * per_task)
+        env.set_tasks([task for task in tasks for _ in range(per_task)])
+        params = {name: p.detach().cpu().float() for name, p in params.items()}
+        observation = env.reset(self.env_rng)
+        observations, actions, rewards, masks = [], [], [], []
+        for _ in range(env.horizon):
+            alive = env.alive.copy()
+            if not alive.any():
+                break
+            obs = torch.from_numpy(observation).float().view(num_tasks, per_task, -1)
+            action = policy.sample(obs, params, self.action_generator)
+            result = env.step(action.view(num_tasks * per_task, -1).numpy().astype(np.float64))
+            observations.append(obs)
+            actions.append(action)
+            rewards.append(result.reward)
+            masks.append(alive)
+            observation = result.observation
+        shape = (len(rewards), num_tasks, per_task)
+        return Episodes(
+            observations=torch.stack(observations),
+            actions=torch.stack(actions),
+            rewards=torch.from_numpy(np.stack(rewards)).float().view(shape),
+            mask=torch.from_numpy(np.stack(masks)).float().view(shape),
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """The sampler's random streams, for exact resume."""
+        return {
+            "env_rng": self.env_rng.bit_generator.state,
+            "action_generator": self.action_generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.env_rng.bit_generator.state = state["env_rng"]
+        self.action_generator.set_state(state["action_generator"])

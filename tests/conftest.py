@@ -1,0 +1,50 @@
+"""Shared fixtures: a tiny float64 MAML-TRPO agent on real navigation episodes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import envs
+from agents.maml_trpo import MAMLTRPO, MetaBatch
+from metarl.config import AlgorithmConfig
+from metarl.policies import GaussianMLPPolicy
+from metarl.sampling import BatchSampler
+
+# The tests use tiny tensors: one thread avoids OpenMP spin-waits on a busy machine.
+torch.set_num_threads(1)
+
+
+def make_agent(
+    num_inner_steps: int = 1,
+    first_order: bool = False,
+    nonlinearity: str = "tanh",
+    horizon: int = 12,
+    num_tasks: int = 3,
+    num_trajectories: int = 4,
+    seed: int = 0,
+) -> tuple[MAMLTRPO, MetaBatch]:
+    """A float64 agent with a small policy and a meta-batch sampled from navigation (with
+    episodes of different lengths thanks to a large goal tolerance)."""
+    torch.manual_seed(seed)
+    family = envs.make_family(
+        "Navigation2D", seed=seed, horizon=horizon, goal_tolerance=0.08, goal_range=0.3
+    )
+    policy = GaussianMLPPolicy(2, 2, (5, 4), nonlinearity, init_std=0.5).double()
+    config = AlgorithmConfig(
+        num_tasks=num_tasks,
+        num_trajectories=num_trajectories,
+        inner_lr=0.3,
+        num_inner_steps=num_inner_steps,
+        first_order=first_order,
+        gae_lambda=0.95,
+    )
+    agent = MAMLTRPO(policy, config)
+    sampler = BatchSampler(family, num_trajectories, seed)
+    batch, _ = agent.collect(family.sample_tasks(num_tasks), sampler)
+    return agent, batch
+
+
+@pytest.fixture
+def tiny_agent() -> tuple[MAMLTRPO, MetaBatch]:
+    return make_agent()

@@ -1,0 +1,68 @@
+"""Returns, GAE and per-task normalisation against hand-computed values, with masks."""
+
+from __future__ import annotations
+
+import torch
+
+from metarl.episodes import (
+    discounted_returns,
+    generalized_advantages,
+    masked_mean_per_task,
+    normalize_per_task,
+)
+
+
+def _as_tkm(values: list[list[float]]) -> torch.Tensor:
+    """[M trajectories][T steps] -> [T, K=1, M]."""
+    return torch.tensor(values, dtype=torch.float64).T.unsqueeze(1)
+
+
+def test_discounted_returns_by_hand_with_mask() -> None:
+    rewards = _as_tkm([[1.0, 2.0, 3.0], [4.0, 5.0, 99.0]])
+    mask = _as_tkm([[1, 1, 1], [1, 1, 0]])
+    returns = discounted_returns(rewards, mask, gamma=0.5)
+    expected = _as_tkm([[1 + 0.5 * 2 + 0.25 * 3, 2 + 0.5 * 3, 3], [4 + 0.5 * 5, 5, 0]])
+    torch.testing.assert_close(returns, expected)
+
+
+def test_gae_by_hand_with_mask() -> None:
+    rewards = _as_tkm([[1.0, 2.0, 3.0], [4.0, 5.0, 99.0]])
+    values = _as_tkm([[0.5, 1.0, 1.5], [2.0, 3.0, 77.0]])
+    mask = _as_tkm([[1, 1, 1], [1, 1, 0]])
+    gamma, lam = 0.9, 0.8
+    # trajectory 0: δ = r_t + γ V_{t+1} - V_t with V_3 = 0
+    d0 = [1 + 0.9 * 1.0 - 0.5, 2 + 0.9 * 1.5 - 1.0, 3 - 1.5]
+    a0 = [d0[0] + 0.72 * d0[1] + 0.72**2 * d0[2], d0[1] + 0.72 * d0[2], d0[2]]
+    # trajectory 1 ends after 2 steps: the value after its last step is 0
+    d1 = [4 + 0.9 * 3.0 - 2.0, 5 - 3.0]
+    a1 = [d1[0] + 0.72 * d1[1], d1[1], 0.0]
+    advantages = generalized_advantages(rewards, values, mask, gamma, lam)
+    torch.testing.assert_close(advantages, _as_tkm([a0, a1]))
+
+
+def test_gae_with_lambda_one_is_return_minus_baseline() -> None:
+    generator = torch.Generator().manual_seed(0)
+    rewards = torch.randn(6, 2, 3, generator=generator, dtype=torch.float64)
+    values = torch.randn(6, 2, 3, generator=generator, dtype=torch.float64)
+    mask = torch.ones(6, 2, 3, dtype=torch.float64)
+    mask[4:, 0, 1] = 0
+    advantages = generalized_advantages(rewards, values, mask, 0.97, 1.0)
+    expected = (discounted_returns(rewards, mask, 0.97) - values) * mask
+    torch.testing.assert_close(advantages, expected)
+
+
+def test_normalize_per_task_ignores_masked_steps() -> None:
+    values = torch.tensor(
+        [[[1.0, 100.0], [2.0, 4.0]], [[3.0, -50.0], [6.0, 8.0]]], dtype=torch.float64
+    )  # [T=2, K=2, M=2]
+    mask = torch.tensor([[[1, 0], [1, 1]], [[1, 0], [1, 1]]], dtype=torch.float64)
+    normalized = normalize_per_task(values, mask)
+    task0 = torch.tensor([1.0, 3.0], dtype=torch.float64)
+    expected0 = (task0 - task0.mean()) / task0.std(unbiased=False)
+    torch.testing.assert_close(normalized[:, 0, 0], expected0, rtol=1e-6, atol=1e-6)
+    assert normalized[:, 0, 1].abs().sum() == 0
+    kept = normalized[:, 1][mask[:, 1].bool()]
+    torch.testing.assert_close(kept.mean(), torch.tensor(0.0, dtype=torch.float64))
+    torch.testing.assert_close(
+        masked_mean_per_task(values, mask), torch.tensor([2.0, 5.0], dtype=torch.float64)
+    )

@@ -1,0 +1,148 @@
+"""The meta-gradient and the meta-KL curvature through one and two inner steps.
+
+References: finite differences of the post-adaptation loss, and the straightforward double
+backpropagation through the inner update(s).  Everything in float64 on real (masked) episodes.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from agents.maml_trpo import MAMLTRPO, MetaBatch
+from metarl.optim import flatten, hessian_vector_product, unflatten
+from tests.conftest import make_agent
+
+CASES = {
+    "one-step": dict(num_inner_steps=1),
+    "two-steps": dict(num_inner_steps=2),
+    "relu": dict(num_inner_steps=1, nonlinearity="relu"),
+    "first-order": dict(num_inner_steps=1, first_order=True),
+    "first-order-two-steps": dict(num_inner_steps=2, first_order=True),
+}
+
+
+def _shifted(agent: MAMLTRPO, vector: torch.Tensor) -> dict[str, torch.Tensor]:
+    tensors = [p.detach() for p in agent.policy.parameters()]
+    base = flatten(tensors)
+    names = list(agent.policy.meta_parameters())
+    return {n: t.clone().requires_grad_() for n, t in zip(names, unflatten(base + vector, tensors))}
+
+
+def _double_backprop(agent: MAMLTRPO, batch: MetaBatch) -> tuple[torch.Tensor, object]:
+    params = agent.policy.meta_parameters()
+    surrogate, kl = agent.meta_objective(params, batch)
+    tensors = list(params.values())
+    gradient = flatten(torch.autograd.grad(surrogate, tensors, retain_graph=True))
+    return gradient, hessian_vector_product(kl, tensors, agent.config.cg_damping)
+
+
+def test_fixture_has_variable_length_episodes(tiny_agent) -> None:
+    _, batch = tiny_agent
+    assert (batch.valid.mask == 0).any() and (batch.valid.mask == 1).any()
+    assert (batch.train[0].mask == 0).any()
+
+
+# ReLU makes the inner gradient, hence θ'(θ), discontinuous: finite differences need tanh.
+@pytest.mark.parametrize("case", ["one-step", "two-steps"])
+def test_meta_gradient_matches_finite_differences(case: str) -> None:
+    agent, batch = make_agent(**CASES[case])
+    _, gradient, _ = agent.curvature(batch)
+    generator = torch.Generator().manual_seed(1)
+    eps = 1e-6
+    for _ in range(3):
+        v = torch.randn(gradient.shape, generator=generator, dtype=torch.float64)
+        plus = agent.meta_objective(_shifted(agent, eps * v), batch)[0]
+        minus = agent.meta_objective(_shifted(agent, -eps * v), batch)[0]
+        finite = (plus - minus) / (2 * eps)
+        torch.testing.assert_close(gradient @ v, finite.detach(), rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_fast_curvature_equals_double_backpropagation(case: str) -> None:
+    agent, batch = make_agent(**CASES[case])
+    surrogate, gradient, product = agent.curvature(batch)
+    reference_gradient, reference_product = _double_backprop(agent, batch)
+    torch.testing.assert_close(gradient, reference_gradient, rtol=1e-9, atol=1e-12)
+    generator = torch.Generator().manual_seed(2)
+    for _ in range(3):
+        v = torch.randn(gradient.shape, generator=generator, dtype=torch.float64)
+        fast, reference = product(v), reference_product(v)
+        assert (fast - reference).norm() <= 1e-5 * reference.norm()
+
+
+@pytest.mark.parametrize("case", ["one-step", "two-steps"])
+def test_kl_hessian_matches_finite_differences_of_kl_gradient(case: str) -> None:
+    agent, batch = make_agent(**CASES[case])
+    _, _, product = agent.curvature(batch)
+    v = torch.randn(sum(p.numel() for p in agent.policy.parameters()), dtype=torch.float64)
+    eps = 1e-5
+
+    def kl_gradient(vector: torch.Tensor) -> torch.Tensor:
+        params = _shifted(agent, vector)
+        kl = agent.meta_objective(params, batch)[1]
+        return flatten(torch.autograd.grad(kl, list(params.values())))
+
+    finite = (kl_gradient(eps * v) - kl_gradient(-eps * v)) / (2 * eps)
+    damping = agent.config.cg_damping
+    torch.testing.assert_close(product(v) - damping * v, finite, rtol=1e-4, atol=1e-8)
+
+
+def test_first_order_gradient_is_the_post_adaptation_gradient_at_adapted_params() -> None:
+    """First-order MAML: ∇θ ≈ Σ_k ∇_{θ'_k} L_k(θ'_k), i.e. the adaptation Jacobian is I."""
+    agent, batch = make_agent(first_order=True)
+    _, gradient, _ = agent.curvature(batch)
+    adapted = {
+        k: v.detach().requires_grad_()
+        for k, v in agent.adapt(agent.policy.meta_parameters(), batch).items()
+    }
+    surrogate, _ = agent.surrogate_and_kl(adapted, batch, agent.old_distribution(batch))
+    per_task = torch.autograd.grad(surrogate, list(adapted.values()))
+    torch.testing.assert_close(gradient, flatten([g.sum(0) for g in per_task]))
+    exact_agent, exact_batch = make_agent(first_order=False)
+    _, exact_gradient, _ = exact_agent.curvature(exact_batch)
+    assert not torch.allclose(gradient, exact_gradient)  # the second-order terms matter
+
+
+@pytest.mark.parametrize("case", ["one-step", "two-steps", "first-order"])
+def test_meta_step_improves_surrogate_within_trust_region(case: str) -> None:
+    agent, batch = make_agent(**CASES[case])
+    before = [p.detach().clone() for p in agent.policy.parameters()]
+    info = agent.meta_step(batch)
+    assert info.accepted
+    assert info.kl <= agent.config.max_kl
+    assert info.surrogate_after < info.surrogate_before
+    surrogate, kl = agent.meta_objective(
+        {
+            n: p.detach().clone().requires_grad_()
+            for n, p in zip(agent.policy.meta_parameters(), before)
+        },
+        batch,
+    )
+    new_params = agent.policy.meta_parameters()
+    new_surrogate, new_kl = (
+        x.item()
+        for x in agent.surrogate_and_kl(
+            agent.adapt(new_params, batch), batch, _old_at(agent, batch, before)
+        )
+    )
+    assert new_surrogate == pytest.approx(info.surrogate_after, rel=1e-9)
+    assert new_kl == pytest.approx(info.kl, rel=1e-9)
+
+
+def _old_at(agent: MAMLTRPO, batch: MetaBatch, params: list[torch.Tensor]):
+    names = list(agent.policy.meta_parameters())
+    adapted = agent.adapt({n: p.clone().requires_grad_() for n, p in zip(names, params)}, batch)
+    with torch.no_grad():
+        return agent.policy.mean_and_log_std(batch.valid.observations, adapted)
+
+
+def test_meta_step_that_finds_no_step_leaves_parameters_unchanged() -> None:
+    agent, batch = make_agent()
+    agent.config.max_kl = 1e4  # steps far outside where the quadratic model holds
+    agent.config.line_search_max_steps = 3
+    before = [p.detach().clone() for p in agent.policy.parameters()]
+    info = agent.meta_step(batch)
+    assert not info.accepted and info.line_search_steps == 3
+    for old, new in zip(before, agent.policy.parameters()):
+        assert torch.equal(old, new)

@@ -1,0 +1,74 @@
+"""The lock-stepped batch sampler and the policy's per-task parameter sets."""
+
+from __future__ import annotations
+
+import torch
+
+import envs
+from metarl.policies import GaussianMLPPolicy
+from metarl.sampling import BatchSampler
+
+
+class CountingPolicy(GaussianMLPPolicy):
+    """The real policy, counting how often the sampler calls it."""
+
+    calls = 0
+
+    def sample(self, *args, **kwargs):  # type: ignore[override]
+        self.calls += 1
+        return super().sample(*args, **kwargs)
+
+
+def test_per_task_parameters_equal_separate_evaluations() -> None:
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(2, 2, (8, 8), "tanh").double()
+    shared = policy.meta_parameters()
+    per_task = {
+        k: v.detach() + 0.1 * torch.randn(3, *v.shape, dtype=v.dtype) for k, v in shared.items()
+    }
+    observations = torch.randn(5, 3, 4, 2, dtype=torch.float64)  # [T, K, M, D]
+    mean, log_std = policy.mean_and_log_std(observations, per_task)
+    for k in range(3):
+        own = {name: value[k] for name, value in per_task.items()}
+        mean_k, log_std_k = policy.mean_and_log_std(observations[:, k], own)
+        torch.testing.assert_close(mean[:, k], mean_k)
+        torch.testing.assert_close(log_std[k, 0], log_std_k)
+
+
+def test_sampler_shapes_masks_and_one_policy_call_per_step() -> None:
+    family = envs.make_family("Navigation2D", seed=0, goal_tolerance=0.1, horizon=30)
+    policy = CountingPolicy(2, 2, (16,), "tanh")
+    sampler = BatchSampler(family, num_trajectories=5, seed=0)
+    tasks = family.sample_tasks(4)
+    per_task = {
+        k: v.detach().expand(4, *v.shape).clone() for k, v in policy.meta_parameters().items()
+    }
+    episodes = sampler.sample(tasks, policy, per_task)
+    steps = episodes.rewards.shape[0]
+    assert episodes.observations.shape == (steps, 4, 5, 2)
+    assert episodes.actions.shape == (steps, 4, 5, 2) and episodes.mask.shape == (steps, 4, 5)
+    assert policy.calls == steps <= 30
+    # masks are prefixes (1 then 0) and masked steps carry no reward
+    assert torch.all(episodes.mask[1:] <= episodes.mask[:-1])
+    assert torch.all(episodes.rewards[episodes.mask == 0] == 0)
+    assert episodes.env_steps == int(episodes.mask.sum())
+    # each observation is the previous one plus the clipped action, within a trajectory
+    moved = episodes.observations[1:] - episodes.observations[:-1]
+    expected = 0.1 * episodes.actions[:-1].clamp(-1, 1)
+    alive = episodes.mask[1:].bool()
+    torch.testing.assert_close(moved[alive], expected[alive], rtol=1e-5, atol=1e-6)
+
+
+def test_sampler_is_reproducible_from_its_seed_and_state() -> None:
+    family = envs.make_family("Navigation2D", seed=0)
+    policy = GaussianMLPPolicy(2, 2, (8,), "tanh")
+    tasks = family.sample_tasks(3)
+    a = BatchSampler(family, 2, seed=7)
+    b = BatchSampler(family, 2, seed=7)
+    first = a.sample(tasks, policy, policy.meta_parameters())
+    assert torch.equal(first.actions, b.sample(tasks, policy, policy.meta_parameters()).actions)
+    state = a.state_dict()
+    second = a.sample(tasks, policy, policy.meta_parameters())
+    a.load_state_dict(state)
+    assert torch.equal(second.actions, a.sample(tasks, policy, policy.meta_parameters()).actions)
+    assert not torch.equal(first.actions, second.actions)
