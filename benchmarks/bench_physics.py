@@ -3,8 +3,9 @@
 Rates are control steps of one slot per second, best of ``--rounds`` interleaved runs.
 Raw physics: gymnasium's XML model (with the preset's timestep), all slots stepped by
 ``mujoco.rollout`` one control step (``frame_skip`` physics steps) per call, random actions,
-no sensors, observations or rewards.  Env: ``BatchedEnv.step`` of the family (physics, probe
-pass for the original preset, observations, rewards, masking), random actions.
+no sensors, observations or rewards.  Env: ``BatchedEnv.step`` of the family (physics, the
+probe pass where the preset needs one, observations, rewards, masking), random actions.
+``benchmarks/bench_sampler.py`` adds the policy (the whole sampler).
 
     python benchmarks/bench_physics.py --envs 800 --steps 100
 """

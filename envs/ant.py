@@ -145,16 +145,11 @@ class Ant(LocomotionFamily):
             return np.concatenate(
                 [sim.qpos[:, 2:], sim.qvel, forces[:, 1:].reshape(sim.num_envs, -1)], axis=1
             )
+        assert measured.com is not None
         axes = [sim.sensor(f"torso_{axis}axis") for axis in "xyz"]
         orientation = np.stack(axes, axis=2).reshape(sim.num_envs, 9)
         return np.concatenate(
-            [
-                sim.qpos,
-                sim.qvel,
-                forces.reshape(sim.num_envs, -1),
-                orientation,
-                sim.sensor("torso_com"),
-            ],
+            [sim.qpos, sim.qvel, forces.reshape(sim.num_envs, -1), orientation, measured.com],
             axis=1,
         )
 

@@ -48,9 +48,10 @@ _DOCSTRING_START_END = """
 
 _PRESETS_NOTE = """
     Physics presets (``physics``): ``"original"`` is the paper's rllab setup (timestep 0.01 s,
-    one physics step per control step, ``v_x`` = velocity of the whole robot's centre of mass,
-    measured by a forward pass at the new state); ``"gymnasium"`` is HalfCheetah-v5 as shipped
-    (5 physics steps, dt 0.05 s, ``v_x`` = finite difference of the torso's x position).
+    one physics step per control step, ``v_x`` = velocity of the whole robot's centre of mass
+    at the new state, from the cheetah's planar kinematics); ``"gymnasium"`` is HalfCheetah-v5
+    as shipped (5 physics steps, dt 0.05 s, ``v_x`` = finite difference of the torso's x
+    position).
 """
 
 
@@ -58,6 +59,7 @@ class HalfCheetah(LocomotionFamily):
     """Shared body of the HalfCheetah families: model, observation and control cost."""
 
     xml_file = "half_cheetah.xml"
+    planar = True
 
     def __init__(
         self, seed: int | None, physics: str, ctrl_cost_weight: float, horizon: int | None
@@ -79,8 +81,8 @@ class HalfCheetah(LocomotionFamily):
 
     def observe(self, sim: BatchedSimulation, measured: Measurements) -> np.ndarray:
         parts = [sim.qpos[:, 1:], sim.qvel]
-        if self.physics.measure_after_step:
-            parts.append(sim.sensor("torso_com"))
+        if measured.com is not None:
+            parts.append(measured.com)
         return np.concatenate(parts, axis=1)
 
 

@@ -4,15 +4,18 @@ All ``num_envs`` slots share one :class:`mujoco.MjModel` and are stepped togethe
 :mod:`mujoco.rollout` on a thread pool (one thread per core); observations and rewards are
 then computed vectorised in numpy from the batch state.  No per-slot Python loop runs per step.
 
-Quantities that need MuJoCo's pipeline rather than the raw state (centre of mass of the torso
-subtree and its velocity, torso orientation, contact forces ``cfrc_ext``) are read from sensors
-added to the model in code:
+The stepped model carries only the sensors a preset needs, so that stepping costs what the bare
+model costs.  Quantities that need MuJoCo's pipeline rather than the raw state are obtained as
+cheaply as exactness allows:
 
-* ``"original"`` preset: after each control step a *probe* rollout runs one forward pass at the
-  new state with the same control (as rllab's ``model.forward()`` after stepping) and returns
-  the sensors; the probe uses the Euler integrator and its state output is discarded.
-* ``"gymnasium"`` preset: the sensors of the last physics substep are used (contact forces at
-  the start of that substep), so no extra pass is needed.
+* centre of mass of the torso subtree and its velocity of a planar robot (HalfCheetah):
+  :class:`PlanarKinematics`, its forward kinematics in numpy from ``qpos``/``qvel``;
+* ``"original"`` preset, contact forces (Ant): after each control step a *probe* rollout runs one
+  forward pass at the new state with the same control (as rllab's ``model.forward()`` after
+  stepping) and returns sensors (contact forces, torso orientation, centre of mass and its
+  velocity); the probe uses the Euler integrator and its state output is discarded;
+* ``"gymnasium"`` preset: the contact sensors of the last physics substep are used (contact
+  forces at the start of that substep), so no extra pass is needed.
 
 ``cfrc_ext`` is rebuilt exactly from one net-force contact sensor per body:
 ``cfrc_ext[b] = -[torque + (point - c) x force, force]`` with ``c`` the torso subtree's centre
@@ -84,20 +87,30 @@ def physics_preset(name: str) -> PhysicsPreset:
     return PRESETS[name]
 
 
+SENSOR_SETS = ("none", "contacts", "all")
+"""Sensors added to a model: none; contact forces (one net-force sensor per body) and the torso
+subtree's centre of mass (the frame of ``cfrc_ext``); those plus the centre of mass's velocity
+and the torso's axes."""
+
+
 @functools.cache
-def _compiled_model(xml_file: str, contact_sensors: bool) -> mujoco.MjModel:
+def _compiled_model(xml_file: str, sensors: str) -> mujoco.MjModel:
+    if sensors not in SENSOR_SETS:
+        raise ValueError(f"sensors must be one of {SENSOR_SETS}, got {sensors!r}")
     with warnings.catch_warnings():  # gymnasium's XML uses the deprecated 'settotalmass'
         warnings.filterwarnings("ignore", message=".*settotalmass.*")
         spec = mujoco.MjSpec.from_file(os.path.join(ASSETS, xml_file))
     for index, body in enumerate(spec.bodies[1:], start=1):
         body.name = body.name or f"body_{index}"
-        if contact_sensors:
+        if sensors != "none":
             _add_sensor(spec, mujoco.mjtSensor.mjSENS_CONTACT, body.name, f"contact_{index}")
-    _add_sensor(spec, mujoco.mjtSensor.mjSENS_SUBTREECOM, TORSO, "torso_com")
-    _add_sensor(spec, mujoco.mjtSensor.mjSENS_SUBTREELINVEL, TORSO, "torso_com_velocity")
-    for axis in "xyz":
-        sensor_type = getattr(mujoco.mjtSensor, f"mjSENS_FRAME{axis.upper()}AXIS")
-        _add_sensor(spec, sensor_type, TORSO, f"torso_{axis}axis")
+    if sensors != "none":
+        _add_sensor(spec, mujoco.mjtSensor.mjSENS_SUBTREECOM, TORSO, "torso_com")
+    if sensors == "all":
+        _add_sensor(spec, mujoco.mjtSensor.mjSENS_SUBTREELINVEL, TORSO, "torso_com_velocity")
+        for axis in "xyz":
+            sensor_type = getattr(mujoco.mjtSensor, f"mjSENS_FRAME{axis.upper()}AXIS")
+            _add_sensor(spec, sensor_type, TORSO, f"torso_{axis}axis")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*settotalmass.*")
         return spec.compile()
@@ -111,9 +124,10 @@ def _add_sensor(spec: mujoco.MjSpec, sensor_type: int, body: str, name: str) -> 
         sensor.intprm[0], sensor.intprm[1], sensor.intprm[2] = _CONTACT_DATA, _NET_FORCE, 1
 
 
-def load_model(xml_file: str, contact_sensors: bool = False) -> mujoco.MjModel:
-    """Gymnasium's shipped ``xml_file`` with the torso (and optionally contact) sensors added."""
-    return copy.deepcopy(_compiled_model(xml_file, contact_sensors))
+def load_model(xml_file: str, sensors: str = "none") -> mujoco.MjModel:
+    """Gymnasium's shipped ``xml_file`` with the sensor set ``sensors`` (see
+    :data:`SENSOR_SETS`) added."""
+    return copy.deepcopy(_compiled_model(xml_file, sensors))
 
 
 @functools.cache
@@ -175,10 +189,12 @@ class BatchedSimulation:
         )
         self._state_out = np.empty((self.num_envs, self.frame_skip, self.state.shape[1]))
         self._sensors_out = np.empty((self.num_envs, self.frame_skip, self.model.nsensordata))
+        self._probe_sensors_out = np.empty((self.num_envs, 1, self.sensors.shape[1]))
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for key in ("_datas", "_probe_datas", "_state_out", "_sensors_out", "_renderer"):
+        workers = ("_datas", "_probe_datas", "_state_out", "_sensors_out", "_probe_sensors_out")
+        for key in (*workers, "_renderer"):
             state.pop(key)
         return state
 
@@ -200,6 +216,10 @@ class BatchedSimulation:
     def sensor(self, name: str) -> np.ndarray:
         """Values ``[num_envs, dim]`` of the sensor ``name`` (a view)."""
         return self.sensors[:, self._sensor_slices[name]]
+
+    def sensor_slice(self, name: str) -> slice:
+        """Where the sensor ``name`` lies in a row of ``sensors``."""
+        return self._sensor_slices[name]
 
     def set_state(self, qpos: np.ndarray, qvel: np.ndarray) -> None:
         """Restart every slot at time 0 from ``qpos`` ``[num_envs, nq]``, ``qvel``."""
@@ -226,7 +246,7 @@ class BatchedSimulation:
             controls,
             nstep=self.frame_skip,
             state=states,
-            sensordata=sensors,
+            sensordata=sensors if self.model.nsensordata else None,
             skip_checks=True,
         )
         rows = slice(None) if index is None else index
@@ -237,22 +257,22 @@ class BatchedSimulation:
     def probe(self, ctrl: np.ndarray, active: np.ndarray) -> None:
         """Refresh ``sensors`` of the ``active`` slots by a forward pass at their state."""
         assert self.probe_model is not None and self._probe_datas is not None
-        index = np.flatnonzero(active)
-        if len(index) == 0:
+        index = None if active.all() else np.flatnonzero(active)
+        count = self.num_envs if index is None else len(index)
+        if count == 0:
             return
-        states = np.empty((len(index), 1, self.state.shape[1]))
-        sensors = np.empty((len(index), 1, self.probe_model.nsensordata))
+        sensors = self._probe_sensors_out[:count]
         _rollout_pool(os.getpid(), self.num_threads).rollout(
-            [self.probe_model] * len(index),
+            [self.probe_model] * count,
             self._probe_datas,
-            self.state[index],
-            ctrl[index][:, None, :],
+            self.state if index is None else self.state[index],
+            (ctrl if index is None else ctrl[index])[:, None, :],
             nstep=1,
-            state=states,
+            state=None,
             sensordata=sensors,
             skip_checks=True,
         )
-        self.sensors[index] = sensors[:, 0]
+        self.sensors[slice(None) if index is None else index] = sensors[:, 0]
 
     def render(self, index: int) -> np.ndarray:
         """RGB frame of slot ``index`` seen from the model's tracking camera."""
@@ -286,6 +306,104 @@ def make_probe_model(model: mujoco.MjModel, contacts: bool) -> mujoco.MjModel:
     return probe
 
 
+class PlanarKinematics:
+    """Centre of mass of a planar robot's subtree and its velocity, vectorised over slots.
+
+    For a kinematic tree moving in the x-z plane (body frames unrotated in the model, hinges
+    about +y through the body origins, slide joints in the x-z plane on the root body only) the
+    centre of mass of the root's subtree is ``x_root + sum_f R(phi_f) a_f``, one constant vector
+    ``a_f`` (mass-weighted offsets expressed in body frame ``f``) per body, ``phi_f`` the body's
+    accumulated hinge angle and ``R`` the rotation about +y; its velocity follows by the chain
+    rule.  This is what ``mj_kinematics`` + ``mj_comPos`` + ``mj_subtreeVel`` compute
+    (``subtree_com`` and ``subtree_linvel`` of the root), without a forward pass.
+    """
+
+    def __init__(self, model: mujoco.MjModel, root: int = 1) -> None:
+        bodies = [b for b in range(model.nbody) if self._descends(model, b, root)]
+        index = {body: i for i, body in enumerate(bodies)}
+        self.parent = [index.get(int(model.body_parentid[b]), -1) for b in bodies]
+        if model.body_parentid[root] != 0:
+            raise ValueError(f"body {root} is not attached to the world")
+        self.hinges: list[list[tuple[int, int]]] = []  # (qpos, dof) of each body's hinges
+        self.slides: list[tuple[int, int, np.ndarray]] = []  # (qpos, dof, axis) of the root
+        for body in bodies:
+            if not np.array_equal(model.body_quat[body], [1.0, 0.0, 0.0, 0.0]):
+                raise ValueError(f"body {body} has a rotated frame: not a planar x-z robot")
+            hinges = []
+            first = model.body_jntadr[body]
+            for joint in range(first, first + model.body_jntnum[body]):
+                kind, axis = model.jnt_type[joint], model.jnt_axis[joint]
+                qpos, dof = int(model.jnt_qposadr[joint]), int(model.jnt_dofadr[joint])
+                if kind == mujoco.mjtJoint.mjJNT_HINGE and np.array_equal(axis, [0, 1, 0]):
+                    if np.any(model.jnt_pos[joint]):
+                        raise ValueError(f"joint {joint}: hinge not at its body's origin")
+                    hinges.append((qpos, dof))
+                elif kind == mujoco.mjtJoint.mjJNT_SLIDE and body == root and axis[1] == 0:
+                    if hinges:
+                        raise ValueError(f"joint {joint}: slide after a hinge")
+                    self.slides.append((qpos, dof, axis[[0, 2]].copy()))
+                else:
+                    raise ValueError(f"joint {joint} does not keep the robot in the x-z plane")
+            self.hinges.append(hinges)
+        self.qpos0 = model.qpos0.copy()
+        self._hinge_qpos = [address for hinges in self.hinges for address, _ in hinges]
+        self._hinge_dofs = [dof for hinges in self.hinges for _, dof in hinges]
+        # per body, the rows (hinges, root first) whose angles add up to its orientation;
+        # padded with the index of an extra zero row
+        first_row = np.cumsum([0] + [len(hinges) for hinges in self.hinges])
+        chains: list[list[int]] = []
+        for i, parent in enumerate(self.parent):
+            own = list(range(first_row[i], first_row[i + 1]))
+            chains.append((chains[parent] if parent >= 0 else []) + own)
+        width = max(1, *(len(chain) for chain in chains))
+        padding = len(self._hinge_qpos)
+        self._chains = np.array([chain + [padding] * (width - len(chain)) for chain in chains])
+        total = model.body_subtreemass[root]
+        offsets = model.body_ipos[bodies] * model.body_mass[bodies, None]
+        for i, body in enumerate(bodies[1:], start=1):  # a child's origin, in its parent's frame
+            offsets[self.parent[i]] += model.body_pos[body] * model.body_subtreemass[body]
+        offsets /= total
+        self.a_x, self.a_z = offsets[:, 0].copy(), offsets[:, 2].copy()
+        self.origin = model.body_pos[root][[0, 2]].copy()
+        self.com_y = offsets[:, 1].sum() + model.body_pos[root][1]
+
+    @staticmethod
+    def _descends(model: mujoco.MjModel, body: int, root: int) -> bool:
+        while body > root:
+            body = int(model.body_parentid[body])
+        return body == root
+
+    def __call__(self, qpos: np.ndarray, qvel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(com, com_velocity)``, both ``[num_envs, 3]``, of the root's subtree."""
+        # Bodies along the first axis: every operation below works on contiguous rows, and
+        # sums over bodies run in a fixed order whatever the batch size.
+        num_hinges = len(self._hinge_qpos)
+        joint_angle = np.zeros((num_hinges + 1, len(qpos)))
+        joint_rate = np.zeros_like(joint_angle)
+        np.subtract(
+            qpos[:, self._hinge_qpos].T, self.qpos0[self._hinge_qpos, None], out=joint_angle[:-1]
+        )
+        joint_rate[:-1] = qvel[:, self._hinge_dofs].T
+        angle = joint_angle[self._chains].sum(axis=1)  # [bodies, num_envs]
+        rate = joint_rate[self._chains].sum(axis=1)
+        cos, sin = np.cos(angle), np.sin(angle)
+        # R(phi) a = (cos a_x + sin a_z, cos a_z - sin a_x); d/dphi R(phi) a = (along_z, -along_x)
+        along_x = cos * self.a_x[:, None] + sin * self.a_z[:, None]
+        along_z = cos * self.a_z[:, None] - sin * self.a_x[:, None]
+        com_x, com_z = along_x.sum(axis=0) + self.origin[0], along_z.sum(axis=0) + self.origin[1]
+        velocity_x, velocity_z = (rate * along_z).sum(axis=0), -(rate * along_x).sum(axis=0)
+        for address, dof, axis in self.slides:
+            shift = qpos[:, address] - self.qpos0[address]
+            com_x += axis[0] * shift
+            com_z += axis[1] * shift
+            velocity_x += axis[0] * qvel[:, dof]
+            velocity_z += axis[1] * qvel[:, dof]
+        com, velocity = np.empty((len(qpos), 3)), np.zeros((len(qpos), 3))
+        com[:, 0], com[:, 1], com[:, 2] = com_x, self.com_y, com_z
+        velocity[:, 0], velocity[:, 2] = velocity_x, velocity_z
+        return com, velocity
+
+
 @dataclass
 class Measurements:
     """What the rewards and observations of one step are computed from, per slot."""
@@ -293,6 +411,7 @@ class Measurements:
     x_velocity: np.ndarray  # [B] forward velocity of the robot
     position: np.ndarray  # [B, 2] torso (COM or frame) x, y
     contact_forces: np.ndarray | None  # [B, nbody, 6] cfrc_ext, unclipped
+    com: np.ndarray | None = None  # [B, 3] torso subtree's centre of mass (original preset)
 
 
 class LocomotionFamily(TaskFamily):
@@ -304,6 +423,7 @@ class LocomotionFamily(TaskFamily):
 
     xml_file: str
     contact_sensors: bool = False
+    planar: bool = False  # robot in the x-z plane: centre of mass by PlanarKinematics
     timestep: dict[str, float] = {}  # model timestep per preset, when it differs from the XML
     reward_task_key = "reward_forward"
 
@@ -313,25 +433,29 @@ class LocomotionFamily(TaskFamily):
         if horizon is not None and horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon!r}")
         self.horizon = self.physics.horizon if horizon is None else int(horizon)
+        self._kinematics: PlanarKinematics | None = None
 
     @property
     def preset(self) -> str:
         return self.physics.name
+
+    @property
+    def needs_probe(self) -> bool:
+        """Whether measuring needs a forward pass at the new state (see :meth:`measure`)."""
+        return self.physics.measure_after_step and not self.planar
 
     def make_batched_env(self, num_envs: int) -> BatchedLocomotionEnv:
         return BatchedLocomotionEnv(num_envs, self)
 
     def build_simulation(self, num_envs: int) -> BatchedSimulation:
         """The batched simulation of this family's robot under its physics preset."""
-        original = self.physics.measure_after_step
-        model = load_model(self.xml_file, self.contact_sensors and not original)
+        step_sensors = "contacts" if self.contact_sensors and not self.needs_probe else "none"
+        model = load_model(self.xml_file, step_sensors)
         if self.preset in self.timestep:
             model.opt.timestep = self.timestep[self.preset]
         probe = None
-        if original:
-            probe = make_probe_model(
-                load_model(self.xml_file, self.contact_sensors), contacts=self.contact_sensors
-            )
+        if self.needs_probe:
+            probe = make_probe_model(load_model(self.xml_file, "all"), self.contact_sensors)
             probe.opt.timestep = model.opt.timestep
         return BatchedSimulation(model, num_envs, self.physics.frame_skip, probe)
 
@@ -340,16 +464,27 @@ class LocomotionFamily(TaskFamily):
         return model.qpos0.copy()
 
     def measure(self, sim: BatchedSimulation, x_before: np.ndarray | None) -> Measurements:
-        """Velocity, position and contact forces per the preset's conventions."""
+        """Velocity, position and contact forces per the preset's conventions.
+
+        ``"original"``: centre of mass of the torso subtree and its velocity at the new state,
+        from :class:`PlanarKinematics` for planar robots, else from the probe's sensors.
+        ``"gymnasium"``: torso position and its finite-difference velocity.
+        """
+        com = None
         if self.physics.measure_after_step:
-            com = sim.sensor("torso_com")
-            velocity, position = sim.sensor("torso_com_velocity")[:, 0].copy(), com[:, :2].copy()
+            if self.planar:
+                if self._kinematics is None:
+                    self._kinematics = PlanarKinematics(sim.model)
+                com, com_velocity = self._kinematics(sim.qpos, sim.qvel)
+            else:
+                com, com_velocity = sim.sensor("torso_com").copy(), sim.sensor("torso_com_velocity")
+            velocity, position = com_velocity[:, 0].copy(), com[:, :2].copy()
         else:
             x_now = sim.qpos[:, 0]
             velocity = np.zeros(sim.num_envs) if x_before is None else (x_now - x_before) / sim.dt
             position = sim.qpos[:, :2].copy()
         forces = contact_forces(sim) if self.contact_sensors else None
-        return Measurements(velocity, position, forces)
+        return Measurements(velocity, position, forces, com)
 
     @abstractmethod
     def task_parameters(self, tasks: Sequence[Task]) -> np.ndarray:
@@ -376,13 +511,18 @@ class LocomotionFamily(TaskFamily):
 
 def contact_forces(sim: BatchedSimulation) -> np.ndarray:
     """``cfrc_ext`` ``[B, nbody, 6]`` (world body included, always 0) from contact sensors."""
-    com = sim.sensor("torso_com")
+    num_bodies = sim.model.nbody - 1
+    first, last = sim.sensor_slice("contact_1"), sim.sensor_slice(f"contact_{num_bodies}")
+    assert last.stop - first.start == 9 * num_bodies  # one block of 9 per body, in body order
+    reading = sim.sensors[:, first.start : last.stop].reshape(sim.num_envs, num_bodies, 9)
+    force, torque = reading[:, :, 0:3], reading[:, :, 3:6]
+    arm = reading[:, :, 6:9] - sim.sensor("torso_com")[:, None, :]
     forces = np.zeros((sim.num_envs, sim.model.nbody, 6))
-    for body in range(1, sim.model.nbody):
-        reading = sim.sensor(f"contact_{body}")
-        force, torque, point = reading[:, 0:3], reading[:, 3:6], reading[:, 6:9]
-        forces[:, body, :3] = -(torque + np.cross(point - com, force))
-        forces[:, body, 3:] = -force
+    for axis in range(3):  # -(torque + arm x force), written out: np.cross is slow
+        after, then = (axis + 1) % 3, (axis + 2) % 3
+        cross = arm[:, :, after] * force[:, :, then] - arm[:, :, then] * force[:, :, after]
+        forces[:, 1:, axis] = -(torque[:, :, axis] + cross)
+    forces[:, 1:, 3:] = -force
     return forces
 
 
@@ -412,7 +552,7 @@ class BatchedLocomotionEnv(BatchedEnv):
         qpos, qvel = self._initial_state(rng)
         self.sim.set_state(qpos, qvel)
         self.alive[:] = True
-        if self.family.physics.measure_after_step:
+        if self.family.needs_probe:
             self.sim.probe(np.zeros((self.num_envs, self.action_dim)), self.alive)
         self._observation = self.family.observe(self.sim, self.family.measure(self.sim, None))
         return self._observation.copy()
@@ -438,7 +578,7 @@ class BatchedLocomotionEnv(BatchedEnv):
         ctrl = self._ctrl_center + self._ctrl_half_range * action
         x_before = self.sim.qpos[:, 0].copy()
         self.sim.step(ctrl, alive)
-        if self.family.physics.measure_after_step:
+        if self.family.needs_probe:
             self.sim.probe(ctrl, alive)
         measured = self.family.measure(self.sim, x_before)
         terms = self.family.reward_terms(measured, action, self._parameters)

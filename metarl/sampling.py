@@ -7,7 +7,8 @@ processes, threads or event loops: the simulator's own batched step does the par
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,13 @@ class BatchSampler:
 
     Randomness comes from two seeded streams owned by the sampler: a numpy generator for
     environment resets and a torch generator for action noise (see :meth:`state_dict`).
+
+    While sampling, torch runs on ``policy_threads`` threads (restored afterwards; ``None``
+    leaves torch's setting): the simulator's threads use the cores, and idle torch threads that
+    spin-wait after each policy call would take CPU from them.
     """
+
+    policy_threads: int | None = 1
 
     def __init__(self, family: TaskFamily, num_trajectories: int, seed: int) -> None:
         self.family = family
@@ -46,6 +53,13 @@ class BatchSampler:
         env = self._env(num_tasks * per_task)
         env.set_tasks([task for task in tasks for _ in range(per_task)])
         params = {name: p.detach().cpu().float() for name, p in params.items()}
+        with _torch_threads(self.policy_threads):
+            return self._sample(env, num_tasks, policy, params)
+
+    def _sample(
+        self, env: BatchedEnv, num_tasks: int, policy: GaussianMLPPolicy, params: Params
+    ) -> Episodes:
+        per_task = self.num_trajectories
         observation = env.reset(self.env_rng)
         observations, actions, rewards, masks = [], [], [], []
         for _ in range(env.horizon):
@@ -78,3 +92,16 @@ class BatchSampler:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.env_rng.bit_generator.state = state["env_rng"]
         self.action_generator.set_state(state["action_generator"])
+
+
+@contextlib.contextmanager
+def _torch_threads(num_threads: int | None) -> Iterator[None]:
+    """Run the block with torch on ``num_threads`` intra-op threads (``None``: unchanged)."""
+    previous = torch.get_num_threads()
+    if num_threads is not None and num_threads != previous:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)

@@ -17,7 +17,14 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import envs
 from envs.ant import Ant, AntDir, AntGoal, AntVel
 from envs.half_cheetah import HalfCheetahDir, HalfCheetahVel
-from envs.mujoco_core import ASSETS, LocomotionFamily, contact_forces, mujoco
+from envs.mujoco_core import (
+    ASSETS,
+    LocomotionFamily,
+    PlanarKinematics,
+    contact_forces,
+    load_model,
+    mujoco,
+)
 
 FAMILIES = [HalfCheetahVel, HalfCheetahDir, AntVel, AntDir, AntGoal]
 PRESETS = ["original", "gymnasium"]
@@ -216,6 +223,72 @@ def test_contact_forces_gymnasium_are_those_of_the_last_substep():
         mujoco.mj_rnePostConstraint(model, data)
         np.testing.assert_allclose(forces[slot], data.cfrc_ext, rtol=1e-6, atol=1e-6)
     assert np.abs(forces).max() > 1.0
+
+
+def test_planar_kinematics_equal_mujoco_subtree_com_and_velocity():
+    """HalfCheetah's centre of mass and its velocity in numpy equal mj_comPos/mj_subtreeVel's,
+    far from the reference pose too."""
+    model = load_model("half_cheetah.xml")
+    rng = np.random.default_rng(0)
+    qpos, qvel = (
+        3.0 * rng.standard_normal((20, model.nq)),
+        5.0 * rng.standard_normal((20, model.nv)),
+    )
+    com, velocity = PlanarKinematics(model)(qpos, qvel)
+    data = mujoco.MjData(model)
+    for slot in range(20):
+        data.qpos[:], data.qvel[:] = qpos[slot], qvel[slot]
+        mujoco.mj_forward(model, data)
+        mujoco.mj_subtreeVel(model, data)
+        np.testing.assert_allclose(com[slot], data.subtree_com[1], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(velocity[slot], data.subtree_linvel[1], rtol=0, atol=1e-12)
+    assert np.abs(velocity[:, 0]).max() > 1.0  # not trivially zero
+
+
+def test_planar_kinematics_reject_a_robot_out_of_the_plane():
+    with pytest.raises(ValueError, match="x-z plane"):
+        PlanarKinematics(load_model("ant.xml"))
+
+
+@pytest.mark.parametrize("family,preset", CASES)
+def test_stepped_model_carries_only_needed_sensors(family, preset):
+    """Stepping costs what the bare model costs: sensors only where the preset reads them, and
+    a probe pass only for contact forces at the new state (Ant, original)."""
+    env, _, _ = rollout_env(family, preset, num_envs=2, num_steps=1)
+    sensors = {env.sim.model.sensor(i).name for i in range(env.sim.model.nsensor)}
+    if robot(family) == "Ant" and preset == "gymnasium":
+        assert sensors == {f"contact_{body}" for body in range(1, 14)} | {"torso_com"}
+    else:
+        assert sensors == set()
+    assert (env.sim.probe_model is not None) == (robot(family) == "Ant" and preset == "original")
+
+
+@pytest.mark.parametrize("family,preset", CASES)
+def test_slot_results_do_not_depend_on_the_batch(family, preset):
+    """A slot's steps are bitwise the same alone or in a batch of 5 with some slots masked, so
+    thread scheduling and vectorised post-processing cannot change results."""
+    batch, _, _ = rollout_env(family, preset, num_envs=5, num_steps=3)
+    states = batch.sim.state.copy()
+    batch.alive[[1, 3]] = False
+    singles = {}
+    for slot in (0, 2, 4):
+        single = batch.family.make_batched_env(1)
+        single.set_tasks([batch.tasks[slot]])
+        single.reset(np.random.default_rng(0))
+        single.sim.state[:] = states[slot]
+        singles[slot] = single
+    actions = np.random.default_rng(4).uniform(-1, 1, size=(3, 5, batch.action_dim))
+    for step in range(3):
+        results = batch.step(actions[step])
+        for slot, single in singles.items():
+            expected = single.step(actions[step, slot : slot + 1])
+            np.testing.assert_array_equal(results.observation[slot], expected.observation[0])
+            assert results.reward[slot] == expected.reward[0]
+            for key, value in expected.info.items():
+                assert results.info[key][slot] == value[0], key
+        assert results.reward[[1, 3]].tolist() == [0.0, 0.0]
+    np.testing.assert_array_equal(batch.sim.state[[1, 3]], states[[1, 3]])
+    assert not np.array_equal(batch.sim.state[[0, 2, 4]], states[[0, 2, 4]])
 
 
 def test_mujoco_warnings_go_to_logging_not_a_file(tmp_path, monkeypatch, caplog):

@@ -1,0 +1,183 @@
+"""Sampler throughput (policy included) against raw physics throughput, locomotion families.
+
+For each family and physics preset, one run times in interleaved rounds (medians reported):
+
+* raw: the bare XML model (the preset's timestep and frame skip, no sensors) with
+  B = tasks x trajectories slots, started from the family's reset states and stepped by
+  ``mujoco.rollout`` on the simulator's thread pool for ``--steps`` control steps under
+  random controls distributed like the initial policy's actions; no policy, observations,
+  rewards or probe;
+* env: ``BatchedEnv.step`` of the family under the same kind of random actions (physics,
+  probe pass where the preset needs one, observations, rewards, masking), no policy;
+* sampler: ``metarl.sampling.BatchSampler.sample`` with a GaussianMLPPolicy (100-100 ReLU)
+  and one adapted parameter set per task, as in post-update sampling, over episodes of
+  ``--steps`` steps (reset and batch assembly included), torch on 1 thread while sampling
+  (the sampler's default);
+* sampler/torch-default: the same with torch's threads left as they are (one per core).
+
+Rates are slot control steps per second; env and sampler count live slots only (terminated
+slots are not simulated).  Reported: the median and best rate over the rounds, the median of
+the per-round ratios to raw and the ratio of the best rates (the least disturbed runs: on a
+shared machine).
+
+    python benchmarks/bench_sampler.py --tasks 40 --trajectories 20 --steps 40 --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from envs import make_family  # noqa: E402
+from envs.mujoco_core import (  # noqa: E402
+    ASSETS,
+    PRESETS,
+    BatchedLocomotionEnv,
+    BatchedSimulation,
+    LocomotionFamily,
+    default_num_threads,
+    mujoco,
+)
+from metarl.policies import GaussianMLPPolicy, Params  # noqa: E402
+from metarl.sampling import BatchSampler  # noqa: E402
+
+FAMILY_NAMES = ["HalfCheetahVel", "HalfCheetahDir", "AntVel", "AntDir", "AntGoal"]
+
+
+def random_actions(
+    rng: np.random.Generator, num_steps: int, num_envs: int, action_dim: int
+) -> np.ndarray:
+    """Actions like those of the initial policy (mean about 0, std 1), clipped to [-1, 1]."""
+    return np.clip(rng.standard_normal((num_steps, num_envs, action_dim)), -1.0, 1.0)
+
+
+class Case:
+    """The three timed workloads of one family and preset, built once."""
+
+    def __init__(self, name: str, preset: str, args: argparse.Namespace) -> None:
+        self.family = make_family(name, seed=0, physics=preset, horizon=args.steps)
+        assert isinstance(self.family, LocomotionFamily)
+        self.num_envs = args.tasks * args.trajectories
+        self.num_steps = args.steps
+        self.rng = np.random.default_rng(0)
+        self.env = self.family.make_batched_env(self.num_envs)
+        assert isinstance(self.env, BatchedLocomotionEnv)
+        model = mujoco.MjModel.from_xml_path(os.path.join(ASSETS, self.family.xml_file))
+        model.opt.timestep = self.env.sim.model.opt.timestep
+        self.raw = BatchedSimulation(model, self.num_envs, self.env.sim.frame_skip)
+        self.tasks = self.family.sample_tasks(args.tasks)
+        self.sampler = BatchSampler(self.family, args.trajectories, seed=0)
+        torch.manual_seed(0)
+        self.policy = GaussianMLPPolicy(self.env.observation_dim, self.env.action_dim)
+        self.params = adapted_parameters(self.policy, args.tasks)
+        self.env.set_tasks([task for task in self.tasks for _ in range(args.trajectories)])
+
+    def time_raw(self) -> float:
+        self.env.reset(self.rng)
+        self.raw.state[:] = self.env.sim.state
+        low, high = self.raw.model.actuator_ctrlrange.T
+        actions = random_actions(self.rng, self.num_steps, self.num_envs, self.raw.model.nu)
+        controls = (high + low) / 2 + (high - low) / 2 * actions
+        active = np.ones(self.num_envs, dtype=bool)
+        start = time.perf_counter()
+        for ctrl in controls:
+            self.raw.step(ctrl, active)
+        return self.num_envs * self.num_steps / (time.perf_counter() - start)
+
+    def time_env(self) -> float:
+        self.env.reset(self.rng)
+        actions = random_actions(self.rng, self.num_steps, self.num_envs, self.env.action_dim)
+        live = 0
+        start = time.perf_counter()
+        for action in actions:
+            live += int(self.env.alive.sum())
+            self.env.step(action)
+        return live / (time.perf_counter() - start)
+
+    def time_sampler(self, policy_threads: int | None) -> float:
+        self.sampler.policy_threads = policy_threads
+        start = time.perf_counter()
+        episodes = self.sampler.sample(self.tasks, self.policy, self.params)
+        elapsed = time.perf_counter() - start
+        return float(episodes.mask.sum()) / elapsed
+
+
+def adapted_parameters(policy: GaussianMLPPolicy, num_tasks: int) -> Params:
+    """One parameter set per task near the policy's, like the inner loop's adapted ones."""
+    generator = torch.Generator().manual_seed(1)
+    return {
+        name: (p.detach() + 0.01 * torch.randn((num_tasks, *p.shape), generator=generator))
+        for name, p in policy.meta_parameters().items()
+    }
+
+
+def summary(rounds: list[dict[str, float]], key: str) -> tuple[float, float, float, float]:
+    """Median and best rate of ``key``, median of its per-round ratio to raw, ratio of bests."""
+    rates = [r[key] for r in rounds]
+    ratios = [r[key] / r["raw"] for r in rounds]
+    best_raw = max(r["raw"] for r in rounds)
+    return statistics.median(rates), max(rates), statistics.median(ratios), max(rates) / best_raw
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=40, help="tasks per batch (K)")
+    parser.add_argument("--trajectories", type=int, default=20, help="trajectories per task (M)")
+    parser.add_argument("--steps", type=int, default=40, help="control steps per episode")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
+    parser.add_argument(
+        "--families", nargs="+", default=["HalfCheetahVel", "AntVel"], choices=FAMILY_NAMES
+    )
+    parser.add_argument("--physics", nargs="+", default=sorted(PRESETS), choices=sorted(PRESETS))
+    parser.add_argument(
+        "--no-thread-comparison",
+        action="store_true",
+        help="skip the sampler run with torch's threads left at torch's default",
+    )
+    args = parser.parse_args()
+    print(
+        f"B = {args.tasks} tasks x {args.trajectories} trajectories, {args.steps} steps, "
+        f"{args.rounds} rounds, {default_num_threads()} simulator threads, "
+        f"torch default threads {torch.get_num_threads()}, mujoco {mujoco.__version__}"
+    )
+    columns = ["raw", "env", "sampler"] + ([] if args.no_thread_comparison else ["torch-default"])
+    print(
+        f"{'family':<16}{'physics':<11}{'workload':<15}{'median steps/s':>16}{'best steps/s':>14}"
+        f"{'/raw median':>13}{'/raw best':>11}"
+    )
+    for name in args.families:
+        for preset in args.physics:
+            case = Case(name, preset, args)
+            workloads: dict[str, Callable[[], float]] = {
+                "raw": case.time_raw,
+                "env": case.time_env,
+                "sampler": functools.partial(case.time_sampler, 1),
+                "torch-default": functools.partial(case.time_sampler, None),
+            }
+            case.time_sampler(1)  # warm up: thread pools, allocations
+            rounds = []
+            for index in range(args.rounds):  # interleaved, in rotating order
+                shift = index % len(columns)
+                order = columns[shift:] + columns[:shift]
+                rounds.append({key: workloads[key]() for key in order})
+            for key in columns:
+                median, best, ratio, best_ratio = summary(rounds, key)
+                print(
+                    f"{name:<16}{preset:<11}{key:<15}{median:>16,.0f}{best:>14,.0f}"
+                    f"{ratio:>13.3f}{best_ratio:>11.3f}",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
