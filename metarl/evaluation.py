@@ -1,0 +1,260 @@
+"""The paper's evaluation protocol: return on held-out tasks after 0, 1, ..., K gradient steps.
+
+For N held-out tasks, sample M trajectories per task with the meta-policy θ, take an inner step
+``θ'_k = θ - α ∇L_k`` (α = ``inner_lr`` for the first step, ``later_inner_lr`` = α/2 by default
+for the following ones), re-sample, and so on.  The result is the average undiscounted return per
+trajectory of every task after each step, summarised as mean and standard error over tasks.
+
+All tasks × trajectories of a step are one batch of the agent's own :class:`BatchSampler`, and the
+inner step is the agent's own (:meth:`MAMLTRPO.prepare` then :meth:`MAMLTRPO.inner_update`).
+Held-out tasks come from a task generator seeded by ``(seed, HELD_OUT_SALT)``, a stream no
+training run draws from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import envs
+from agents.maml_trpo import MAMLTRPO
+from metarl.checkpoint import find_checkpoint, load_checkpoint
+from metarl.config import Config, validate_config
+from metarl.episodes import Episodes
+from metarl.policies import GaussianMLPPolicy, Params
+from metarl.sampling import BatchSampler
+from metarl.training import build_policy
+
+HELD_OUT_SALT = 0x4E1D0
+EVALUATION_FILE = "evaluation.json"
+TABLE_FILE = "evaluation.md"
+PLOT_FILE = "evaluation.png"
+
+
+@dataclass(frozen=True)
+class AdaptationSettings:
+    """How held-out tasks are drawn and adapted to (``None``: the run config's value)."""
+
+    num_tasks: int = 40
+    num_trajectories: int | None = None
+    num_steps: int = 3
+    inner_lr: float | None = None
+    later_inner_lr: float | None = None
+    seed: int = 0
+
+    def step_sizes(self, config: Config) -> list[float]:
+        """α of each inner step: ``inner_lr`` first, then ``later_inner_lr`` (α/2 by default)."""
+        first = config.algorithm.inner_lr if self.inner_lr is None else self.inner_lr
+        later = first / 2 if self.later_inner_lr is None else self.later_inner_lr
+        return [first] + [later] * (self.num_steps - 1) if self.num_steps else []
+
+    def trajectories(self, config: Config) -> int:
+        return self.num_trajectories or config.algorithm.num_trajectories
+
+
+@dataclass
+class LoadedRun:
+    """A policy restored from a checkpoint, with the config it was trained under."""
+
+    config: Config
+    policy: GaussianMLPPolicy
+    checkpoint: Path
+
+    @property
+    def name(self) -> str:
+        """The run directory's name, then ``/last`` unless the checkpoint is the best one (or
+        the checkpoint's stem outside a run directory)."""
+        parent, stem = self.checkpoint.parent, self.checkpoint.stem
+        if parent.name != "checkpoints":
+            return stem
+        return parent.parent.name if stem == "best" else f"{parent.parent.name}/{stem}"
+
+    def output_dir(self) -> Path:
+        """``RUN_DIR/evaluation`` (or ``evaluation/`` next to a loose checkpoint)."""
+        parent = self.checkpoint.parent
+        return (parent.parent if parent.name == "checkpoints" else parent) / "evaluation"
+
+
+def load_run(path: Path, checkpoint: str = "best") -> LoadedRun:
+    """The policy of a run directory (``checkpoints/{checkpoint}.pt``) or of a checkpoint file."""
+    found = find_checkpoint(path, f"{checkpoint}.pt")
+    state = load_checkpoint(found)
+    config = validate_config(state["config"])
+    family = envs.make_family(config.env.family, **config.env.kwargs)
+    policy = build_policy(config, family)
+    policy.load_state_dict(state["policy"])
+    return LoadedRun(config, policy, found)
+
+
+def held_out_seeds(seed: int) -> dict[str, int]:
+    """Seeds of the evaluation's random streams, disjoint from every training run's."""
+    names = ("tasks", "sampler", "rollout")
+    children = np.random.SeedSequence([seed, HELD_OUT_SALT]).spawn(len(names))
+    return {n: int(c.generate_state(1, dtype=np.uint32)[0]) for n, c in zip(names, children)}
+
+
+def held_out_family(config: Config, seed: int) -> envs.TaskFamily:
+    """The run's task family with the held-out task generator of ``seed``."""
+    tasks_seed = held_out_seeds(seed)["tasks"]
+    return envs.make_family(config.env.family, seed=tasks_seed, **config.env.kwargs)
+
+
+def adaptation_steps(
+    agent: MAMLTRPO, sampler: BatchSampler, tasks: Sequence[envs.Task], step_sizes: list[float]
+) -> list[tuple[Params, Episodes]]:
+    """Parameters and trajectories before adaptation and after each inner step (α per step)."""
+    params: Params = agent.policy.meta_parameters()
+    steps = []
+    for step_size in [*step_sizes, None]:
+        episodes = sampler.sample(tasks, agent.policy, params)
+        steps.append((params, episodes))
+        if step_size is not None:
+            with torch.enable_grad():
+                adapted = agent.inner_update(params, agent.prepare(episodes), inner_lr=step_size)
+            params = {name: p.detach().requires_grad_() for name, p in adapted.items()}
+    return steps
+
+
+@dataclass
+class Curve:
+    """Mean ± standard error of the return after 0..K steps, as drawn in plots and tables."""
+
+    label: str
+    preset: str
+    mean: list[float]
+    stderr: list[float]
+
+    @classmethod
+    def from_file(cls, path: Path) -> Curve:
+        """The curve stored in an ``evaluation.json`` (raises ``OSError``/``ValueError``)."""
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or not {"label", "preset", "mean", "stderr"} <= set(data):
+            raise ValueError("expected keys label, preset, mean, stderr")
+        return cls(data["label"], data["preset"], list(data["mean"]), list(data["stderr"]))
+
+
+@dataclass
+class Evaluation:
+    """Per-task returns after each number of inner steps on held-out tasks."""
+
+    label: str
+    checkpoint: str
+    config: dict[str, Any]
+    family: str
+    preset: str
+    seed: int
+    num_trajectories: int
+    step_sizes: list[float]
+    tasks: list[envs.Task]
+    returns: list[list[float]]  # [step][task]
+
+    @property
+    def steps(self) -> list[int]:
+        return list(range(len(self.returns)))
+
+    @property
+    def mean(self) -> list[float]:
+        return [float(np.mean(r)) for r in self.returns]
+
+    @property
+    def stderr(self) -> list[float]:
+        """Standard error over tasks: sample std (ddof 1) / √N; 0 for a single task."""
+        return [standard_error(r) for r in self.returns]
+
+    def curve(self) -> Curve:
+        return Curve(self.label, self.preset, self.mean, self.stderr)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "steps": self.steps, "mean": self.mean, "stderr": self.stderr}
+
+
+def standard_error(values: Sequence[float]) -> float:
+    """``std(values, ddof=1) / sqrt(len(values))`` (0 for fewer than two values)."""
+    if len(values) < 2:
+        return 0.0
+    return float(np.std(values, ddof=1) / math.sqrt(len(values)))
+
+
+def evaluate(run: LoadedRun, settings: AdaptationSettings) -> Evaluation:
+    """Adapt ``run``'s policy to held-out tasks per the paper's protocol."""
+    config = run.config
+    family = held_out_family(config, settings.seed)
+    tasks = family.sample_tasks(settings.num_tasks)
+    num_trajectories = settings.trajectories(config)
+    sampler = BatchSampler(family, num_trajectories, held_out_seeds(settings.seed)["sampler"])
+    step_sizes = settings.step_sizes(config)
+    steps = adaptation_steps(MAMLTRPO(run.policy, config.algorithm), sampler, tasks, step_sizes)
+    return Evaluation(
+        label=run.name,
+        checkpoint=str(run.checkpoint),
+        config=config.to_dict(),
+        family=config.env.family,
+        preset=family.preset,
+        seed=settings.seed,
+        num_trajectories=num_trajectories,
+        step_sizes=step_sizes,
+        tasks=tasks,
+        returns=[episodes.returns_per_task().tolist() for _, episodes in steps],
+    )
+
+
+def markdown_table(curves: Sequence[Curve]) -> str:
+    """One row per curve: return after each number of steps as ``mean ± stderr``."""
+    num_steps = max(len(c.mean) for c in curves)
+    header = ["run", "preset", *(f"{k} step{'' if k == 1 else 's'}" for k in range(num_steps))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for curve in curves:
+        cells = [f"{m:.2f} ± {s:.2f}" for m, s in zip(curve.mean, curve.stderr)]
+        cells += ["—"] * (num_steps - len(cells))
+        lines.append("| " + " | ".join([curve.label, curve.preset, *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(curves: Sequence[Curve], path: Path, title: str) -> None:
+    """Return vs number of gradient steps, error bars = standard error (PNG, Agg backend)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(5, 3.5), dpi=120)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for curve in curves:
+        axes.errorbar(
+            range(len(curve.mean)),
+            curve.mean,
+            yerr=curve.stderr,
+            capsize=3,
+            marker="o",
+            label=f"{curve.label} ({curve.preset})",
+        )
+    axes.set_xlabel("number of gradient steps")
+    axes.set_ylabel("average return")
+    axes.set_title(title, fontsize=9)
+    axes.set_xticks(range(max(len(curve.mean) for curve in curves)))
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path)
+
+
+def write_evaluation(
+    evaluation: Evaluation, out_dir: Path, compare: Sequence[Curve] = ()
+) -> dict[str, Path]:
+    """``evaluation.json``, ``evaluation.md`` and ``evaluation.png`` in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {name: out_dir / name for name in (EVALUATION_FILE, TABLE_FILE, PLOT_FILE)}
+    paths[EVALUATION_FILE].write_text(json.dumps(evaluation.to_dict(), indent=1) + "\n")
+    curves = [evaluation.curve(), *compare]
+    tasks = f"{evaluation.family}: {len(evaluation.tasks)} held-out tasks (seed {evaluation.seed})"
+    sizes = ", ".join(f"{size:g}" for size in evaluation.step_sizes)
+    sampling = f"{evaluation.num_trajectories} trajectories per task and step, α = {sizes}"
+    paths[TABLE_FILE].write_text(f"{tasks}; {sampling}\n\n{markdown_table(curves)}")
+    plot_curves(curves, paths[PLOT_FILE], f"{tasks}\n{sampling}")
+    return paths

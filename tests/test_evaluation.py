@@ -1,0 +1,130 @@
+"""``metarl evaluate``: the paper's held-out adaptation protocol, its files and its errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+import imageio.v2 as imageio
+import pytest
+import torch
+
+from metarl.cli import main
+from metarl.evaluation import (
+    AdaptationSettings,
+    evaluate,
+    held_out_family,
+    held_out_seeds,
+    load_run,
+)
+from metarl.sampling import BatchSampler
+from metarl.training import Trainer
+from tests.tiny_runs import train_tiny_run
+
+SMALL = ["--tasks", "5", "--trajectories", "3", "--steps", "2"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_tiny_run(tmp_path_factory.mktemp("evaluation") / "run")
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_writes_json_table_and_plot(run_dir: Path, tmp_path: Path) -> None:
+    assert main(["evaluate", str(run_dir), *SMALL, "--out", str(tmp_path)]) == 0
+    data = read_json(tmp_path / "evaluation.json")
+    assert data["steps"] == [0, 1, 2]
+    assert [len(r) for r in data["returns"]] == [5, 5, 5]
+    assert len(data["tasks"]) == 5
+    assert data["step_sizes"] == [0.5, 0.25]  # config inner_lr, then half of it
+    assert data["family"] == "Navigation2D" and data["preset"] == "original"
+    assert data["checkpoint"] == str(run_dir / "checkpoints" / "best.pt")
+    assert data["config"]["env"]["kwargs"] == {"horizon": 10}
+    for returns, mean, stderr in zip(data["returns"], data["mean"], data["stderr"]):
+        assert mean == pytest.approx(sum(returns) / 5)
+        assert stderr == pytest.approx(statistics.stdev(returns) / math.sqrt(5))
+        assert all(-10 * 1.5 < r < 0 for r in returns)  # 10 steps, distance below 1.5
+    table = (tmp_path / "evaluation.md").read_text()
+    row = f"| run | original | {data['mean'][0]:.2f} ± {data['stderr'][0]:.2f} |"
+    assert row in table
+    assert (tmp_path / "evaluation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert imageio.imread(tmp_path / "evaluation.png").ndim == 3
+
+
+def test_default_output_folder_is_in_the_run(run_dir: Path) -> None:
+    assert main(["evaluate", str(run_dir), "--tasks", "2", "--trajectories", "2"]) == 0
+    data = read_json(run_dir / "evaluation" / "evaluation.json")
+    assert data["steps"] == [0, 1, 2, 3] and data["num_trajectories"] == 2
+
+
+def test_seed_fixes_tasks_and_returns(run_dir: Path) -> None:
+    run = load_run(run_dir)
+    first, again = (evaluate(run, AdaptationSettings(4, 2, 1, seed=3)) for _ in range(2))
+    other = evaluate(run, AdaptationSettings(4, 2, 1, seed=4))
+    assert first.tasks == again.tasks and first.returns == again.returns
+    assert first.tasks != other.tasks
+
+
+def test_tasks_are_held_out_from_training(run_dir: Path) -> None:
+    run = load_run(run_dir)
+    training_tasks = Trainer(run.config, run_dir / "unused").family.sample_tasks(40)
+    held_out = held_out_family(run.config, 0).sample_tasks(40)
+    assert not {str(t) for t in training_tasks} & {str(t) for t in held_out}
+
+
+def test_step_zero_is_a_plain_rollout_of_the_meta_policy(run_dir: Path) -> None:
+    run = load_run(run_dir, "last")
+    settings = AdaptationSettings(num_tasks=6, num_trajectories=4, num_steps=1, seed=7)
+    evaluation = evaluate(run, settings)
+    family = held_out_family(run.config, 7)
+    tasks = family.sample_tasks(6)
+    sampler = BatchSampler(family, 4, held_out_seeds(7)["sampler"])
+    episodes = sampler.sample(tasks, run.policy, run.policy.meta_parameters())
+    assert evaluation.tasks == tasks
+    torch.testing.assert_close(torch.tensor(evaluation.returns[0]), episodes.returns_per_task())
+
+
+def test_compare_overlays_other_runs(run_dir: Path, tmp_path: Path) -> None:
+    assert main(["evaluate", str(run_dir), *SMALL, "--out", str(tmp_path / "a")]) == 0
+    other = tmp_path / "a" / "evaluation.json"
+    data = read_json(other)
+    data["label"], data["preset"] = "baseline", "gymnasium"
+    other.write_text(json.dumps(data))
+    out = tmp_path / "b"
+    args = ["evaluate", str(run_dir), *SMALL, "--checkpoint", "last", "--out", str(out)]
+    assert main([*args, "--compare", str(other)]) == 0
+    rows = [line for line in (out / "evaluation.md").read_text().splitlines() if "±" in line]
+    assert [row.split(" | ")[:2] for row in rows] == [
+        ["| run/last", "original"],
+        ["| baseline", "gymnasium"],
+    ]
+    assert rows[1].endswith(f"{data['mean'][2]:.2f} ± {data['stderr'][2]:.2f} |")
+    assert read_json(out / "evaluation.json")["label"] == "run/last"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["{empty}"], "no checkpoint found"),
+        (["{run}", "--compare", "{empty}/missing.json"], "--compare"),
+        (["{run}", "--checkpoint", "worst"], "invalid choice"),
+        (["{run}", "--tasks", "0"], "expected an integer >= 1"),
+    ],
+    ids=["run-without-checkpoints", "missing-compare-file", "bad-checkpoint", "zero-tasks"],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    filled = [a.format(run=run_dir, empty=tmp_path) for a in args]
+    try:
+        code = main(["evaluate", *filled])
+    except SystemExit as exit_:  # argparse errors
+        code = exit_.code
+    assert code == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1, error
