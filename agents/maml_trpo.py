@@ -45,7 +45,14 @@ from metarl.episodes import (
     masked_mean_per_task,
     normalize_per_task,
 )
-from metarl.optim import backtracking_line_search, conjugate_gradient, flatten, unflatten
+from metarl.numerics import NonFiniteError, check_finite
+from metarl.optim import (
+    backtracking_line_search,
+    conjugate_gradient,
+    flatten,
+    hessian_vector_product,
+    unflatten,
+)
 from metarl.policies import GaussianMLPPolicy, Params, gaussian_kl, gaussian_log_prob
 from metarl.sampling import BatchSampler
 
@@ -69,6 +76,13 @@ class MetaStepInfo:
     line_search_steps: int
     step_fraction: float
     times: dict[str, float] = field(default_factory=dict)
+    rejected_reason: str | None = None  # the stage that met a NaN or Inf (metarl.numerics)
+
+    @classmethod
+    def rejected(cls, reason: str) -> MetaStepInfo:
+        """A meta-step rejected for a non-finite value: the meta-parameters were not changed."""
+        times = dict.fromkeys(("meta_gradient", "conjugate_gradient", "line_search"), 0.0)
+        return cls(False, math.nan, math.nan, 0.0, 0, 0.0, times, reason)
 
 
 class MAMLTRPO:
@@ -122,9 +136,14 @@ class MAMLTRPO:
         return -masked_mean_per_task(log_prob * episodes.advantages, episodes.mask)
 
     def inner_update(
-        self, params: Params, episodes: Episodes, create_graph: bool = False
+        self,
+        params: Params,
+        episodes: Episodes,
+        create_graph: bool = False,
+        inner_lr: float | None = None,
     ) -> Params:
-        """One inner step ``θ'_k = θ - α ∇_θ L_k(θ)`` for every task k at once.
+        """One inner step ``θ'_k = θ - α ∇_θ L_k(θ)`` for every task k at once
+        (α = ``inner_lr``, by default the config's).
 
         ``params`` is shared (the meta-parameters) or already per task; the result is per task.
         With ``create_graph`` the step stays differentiable to second order; in first-order mode
@@ -138,7 +157,8 @@ class MAMLTRPO:
         loss = self.inner_loss(per_task, episodes).sum()
         second_order = create_graph and not self.config.first_order
         grads = torch.autograd.grad(loss, list(per_task.values()), create_graph=second_order)
-        return {name: p - self.config.inner_lr * g for (name, p), g in zip(per_task.items(), grads)}
+        step_size = self.config.inner_lr if inner_lr is None else inner_lr
+        return {name: p - step_size * g for (name, p), g in zip(per_task.items(), grads)}
 
     def adapt(self, params: Params, batch: MetaBatch, create_graph: bool = False) -> Params:
         """θ'_k after all inner steps, each on its own trajectories D_k."""
@@ -224,19 +244,40 @@ class MAMLTRPO:
 
         return surrogate.detach(), gradient, flat_product
 
+    def curvature_by_double_backprop(
+        self, batch: MetaBatch
+    ) -> tuple[Tensor, Tensor, Callable[[Tensor], Tensor]]:
+        """The same triple as :meth:`curvature`, by double backpropagation of the KL through the
+        inner update(s) (as pytorch-maml-rl does): the slower reference."""
+        params = self.policy.meta_parameters()
+        tensors = list(params.values())
+        surrogate, kl = self.meta_objective(params, batch)
+        gradient = flatten(torch.autograd.grad(surrogate, tensors, retain_graph=True))
+        product = hessian_vector_product(kl, tensors, self.config.cg_damping)
+        return surrogate.detach(), gradient, product
+
     # ------------------------------------------------------------------ TRPO meta-step
     def meta_step(self, batch: MetaBatch) -> MetaStepInfo:
         """Line 10: one TRPO step on the meta-parameters, through the inner update(s)."""
         cfg = self.config
         times: dict[str, float] = {}
+        episodes = [*batch.train, batch.valid]
+        check_finite("returns", *(e.rewards for e in episodes))
+        check_finite("advantages", *(e.advantages for e in episodes if e.advantages is not None))
         start = time.perf_counter()
-        surrogate, gradient, fisher_product = self.curvature(batch)
+        if cfg.hessian_method == "jacobian":
+            surrogate, gradient, fisher_product = self.curvature(batch)
+        else:
+            surrogate, gradient, fisher_product = self.curvature_by_double_backprop(batch)
         times["meta_gradient"] = time.perf_counter() - start
+        check_finite("loss", surrogate)
+        check_finite("gradient", gradient)
 
         start = time.perf_counter()
         direction = conjugate_gradient(fisher_product, -gradient, cfg.cg_iterations)
         curvature = 0.5 * direction @ fisher_product(direction)
         times["conjugate_gradient"] = time.perf_counter() - start
+        check_finite("cg_direction", direction, curvature)
 
         surrogate_before = float(surrogate.item())
         start = time.perf_counter()
@@ -265,6 +306,7 @@ class MAMLTRPO:
             cfg.line_search_max_steps,
             cfg.line_search_backtrack_ratio,
         )
+        check_finite("kl", search.kl)
         with torch.no_grad():
             for tensor, value in zip(tensors, unflatten(new_params, tensors)):
                 tensor.copy_(value)
@@ -287,7 +329,10 @@ class MAMLTRPO:
         start = time.perf_counter()
         batch, adaptation_time = self.collect(tasks, sampler)
         sampling_time = time.perf_counter() - start - adaptation_time
-        step = self.meta_step(batch)
+        try:
+            step = self.meta_step(batch)
+        except NonFiniteError as error:  # rejected before the meta-parameters changed
+            step = MetaStepInfo.rejected(error.stage)
         metrics: dict[str, float] = {
             "env_steps": sum(e.env_steps for e in batch.train) + batch.valid.env_steps,
             "return_pre": batch.train[0].mean_return(),

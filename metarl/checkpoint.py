@@ -12,8 +12,11 @@ from typing import Any
 
 import torch
 
+from metarl.numerics import all_finite
+
 FORMAT = "metarl-checkpoint-v1"
 REQUIRED_KEYS = ("format", "iteration", "config", "policy")
+TEMP_SUFFIX = ".tmp"  # in-progress writes: ``.{name}.XXXX.tmp``, never a checkpoint
 
 
 class CheckpointError(ValueError):
@@ -24,7 +27,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder, fsync, then rename:
     a crash at any point leaves either the old file or the new one, never a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -41,20 +44,39 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.close(directory)
 
 
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete the temporary files of writes interrupted by a crash; returns what was removed."""
+    stale = sorted(folder.glob(f".*{TEMP_SUFFIX}")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Save a training state atomically (see :func:`atomic_write_bytes`)."""
+    """Save a training state atomically (see :func:`atomic_write_bytes`); a state whose policy
+    holds a NaN or an Inf is refused with :class:`CheckpointError`."""
+    non_finite = [name for name, value in state["policy"].items() if not all_finite([value])]
+    if non_finite:
+        raise CheckpointError(
+            f"checkpoint {path}: refusing to save non-finite parameters {', '.join(non_finite)}"
+        )
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, **state}, buffer)
     atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load and check a checkpoint; any problem raises :class:`CheckpointError`."""
+    """Load and check a checkpoint; any problem raises :class:`CheckpointError`.  Only tensors
+    and plain data are unpickled (``weights_only``): a foreign file cannot run code."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: no such file")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, OSError) as error:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"checkpoint {path}: unreadable (not a torch file of tensors and plain data)"
+        ) from None
+    except (zipfile.BadZipFile, EOFError, RuntimeError, OSError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise CheckpointError(f"checkpoint {path}: unreadable or truncated ({reason})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:

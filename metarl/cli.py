@@ -1,6 +1,7 @@
 """The ``metarl`` command line: ``metarl train`` (and more subcommands as they land).
 
-Every user error ends as one line on stderr and exit status 2, before any work starts.
+Every user error ends as one line on stderr and exit status 2, before any work starts; a run
+stopped by too many meta-steps rejected for NaN or Inf ends with one line and exit status 1.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from importlib import resources
 from pathlib import Path
 
 from metarl.checkpoint import CheckpointError, load_checkpoint
-from metarl.config import Config, ConfigError, load_config, validate_config
+from metarl.config import Config, ConfigError, apply_overrides, load_config, validate_config
+from metarl.numerics import RejectionLimitError
 
 DEFAULT_CONFIG = "navigation"
 
@@ -87,7 +89,96 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --resume: accept a config differing from the run's",
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_tracking_arguments(train)
+    evaluate = commands.add_parser(
+        "evaluate", help="return on held-out tasks after 0..K gradient steps (the paper's protocol)"
+    )
+    _add_adaptation_arguments(evaluate, num_tasks=40)
+    evaluate.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/evaluation)")
+    evaluate.add_argument(
+        "--compare",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="other evaluation.json files to overlay on the plot and table",
+    )
+    video = commands.add_parser("video", help="video of rollouts before and after adaptation")
+    _add_adaptation_arguments(video, num_tasks=2)
+    video.add_argument(
+        "--out", type=Path, help="output .mp4 (default: RUN_DIR/evaluation/adaptation.mp4)"
+    )
+    video.add_argument(
+        "--size", type=_positive_int, default=240, help="side of each cell in pixels (default 240)"
+    )
     return parser
+
+
+def _add_tracking_arguments(train: argparse.ArgumentParser) -> None:
+    group = train.add_argument_group("Weights & Biases")
+    group.add_argument("--track", action="store_true", help="log the run to Weights & Biases")
+    group.add_argument("--wandb-project", default="metarl", help="W&B project (default: metarl)")
+    group.add_argument("--wandb-entity", help="W&B entity (user or team)")
+    group.add_argument("--wandb-group", help="W&B group of runs")
+    group.add_argument(
+        "--wandb-mode",
+        choices=["online", "offline", "disabled"],
+        help="default: online if W&B credentials are configured, else offline",
+    )
+    group.add_argument(
+        "--video-every",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="log an adaptation video every N iterations (default 0: none)",
+    )
+    group.add_argument(
+        "--eval-tasks",
+        type=_non_negative_int,
+        default=10,
+        metavar="N",
+        help="held-out tasks of the evaluation logged at the end (default 10; 0: none)",
+    )
+
+
+def _add_adaptation_arguments(parser: argparse.ArgumentParser, num_tasks: int) -> None:
+    """Flags of ``evaluate`` and ``video``: the policy, the held-out tasks, the inner steps."""
+    parser.add_argument(
+        "run", type=Path, metavar="RUN_DIR_OR_CHECKPOINT", help="run directory or .pt file"
+    )
+    parser.add_argument(
+        "--checkpoint",
+        choices=["best", "last"],
+        default="best",
+        help="checkpoint of a run directory (default: best)",
+    )
+    parser.add_argument(
+        "--seed", type=_non_negative_int, default=0, help="seed of the held-out tasks (default 0)"
+    )
+    parser.add_argument(
+        "--tasks",
+        type=_positive_int,
+        default=num_tasks,
+        help=f"held-out tasks (default {num_tasks})",
+    )
+    parser.add_argument(
+        "--trajectories",
+        type=_positive_int,
+        help="trajectories per task and step (default: the run's algorithm.num_trajectories)",
+    )
+    parser.add_argument(
+        "--steps", type=_non_negative_int, default=3, help="gradient steps K (default 3)"
+    )
+    parser.add_argument(
+        "--inner-lr",
+        type=_positive_float,
+        help="step size α of the first step (default: the run's algorithm.inner_lr)",
+    )
+    parser.add_argument(
+        "--later-inner-lr",
+        type=_positive_float,
+        help="step size of the later steps (default: half the first)",
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -104,6 +195,16 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
 def _int(text: str) -> int:
     try:
         return int(text)
@@ -111,8 +212,8 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
-def train_config(args: argparse.Namespace) -> Config:
-    """The run's config: file (or bundled default), ``--set`` overrides, then dedicated flags."""
+def flag_overrides(args: argparse.Namespace) -> list[str]:
+    """``--set`` overrides, then those of the dedicated flags (``--seed``, ...)."""
     overrides = list(args.overrides)
     if args.seed is not None:
         overrides.append(f"train.seed={args.seed}")
@@ -120,7 +221,12 @@ def train_config(args: argparse.Namespace) -> Config:
         overrides.append(f"train.num_iterations={args.iterations}")
     if args.device is not None:
         overrides.append(f"train.device={args.device}")
-    return load_config(resolve_config_path(args.config), overrides)
+    return overrides
+
+
+def train_config(args: argparse.Namespace) -> Config:
+    """The run's config: file (or bundled default), ``--set`` overrides, then dedicated flags."""
+    return load_config(resolve_config_path(args.config), flag_overrides(args))
 
 
 def default_run_dir(config: Config) -> Path:
@@ -146,11 +252,19 @@ def command_train(args: argparse.Namespace) -> None:
         config = train_config(args)
         check_device(config)
         run_dir = args.run_dir or default_run_dir(config)
+        trainer = Trainer(config, run_dir)  # builds everything, writes nothing
         prepare_run_dir(run_dir, args.overwrite)
-        trainer = Trainer(config, run_dir)
         trainer.write_config()
     print(f"run directory: {trainer.run_dir}", file=sys.stderr)
-    trainer.train(trainer.config.train.num_iterations, progress=not args.no_progress)
+    from metarl.tracking import TrackingOptions, tracking
+
+    options = TrackingOptions.from_args(args) if args.track else None
+    with tracking(trainer, options) as on_iteration:
+        trainer.train(
+            trainer.config.train.num_iterations,
+            progress=not args.no_progress,
+            on_iteration=on_iteration,
+        )
 
 
 def resume_trainer(args: argparse.Namespace):  # noqa: ANN201 - Trainer imported lazily
@@ -159,28 +273,42 @@ def resume_trainer(args: argparse.Namespace):  # noqa: ANN201 - Trainer imported
     run_dir: Path = args.resume
     if args.run_dir is not None or args.overwrite:
         raise UsageError("--resume: --run-dir and --overwrite cannot be combined with it")
-    state = load_checkpoint(_last_checkpoint(run_dir))
-    saved = validate_config(state["config"])
-    config = saved
-    if args.config is not None or args.overrides or args.seed is not None or args.device:
-        config = train_config(args)
-    elif args.iterations is not None:
-        config = saved.model_copy(deep=True)
-        config.train.num_iterations = args.iterations
+    last = _last_checkpoint(run_dir)
+    state = load_checkpoint(last)
+    try:
+        saved = validate_config(state["config"])
+    except ConfigError as error:
+        raise CheckpointError(f"checkpoint {last}: invalid config ({error})") from None
+    config = resumed_config(args, saved)
     differing = config_differences(saved, config)
     if differing and not args.allow_config_change:
         raise UsageError(
             f"--resume: config differs from the run's in {', '.join(differing)} "
             "(pass --allow-config-change to accept)"
         )
+    if config.train.num_iterations < state["iteration"]:
+        raise UsageError(
+            f"--iterations {config.train.num_iterations}: the run is already at iteration "
+            f"{state['iteration']}"
+        )
     check_device(config)
-    return Trainer.resume(run_dir, config)
+    return Trainer.resume(run_dir, config, state)
+
+
+def resumed_config(args: argparse.Namespace, saved: Config) -> Config:
+    """``--config`` if given, else the run's saved config, with the overrides of the flags."""
+    if args.config is not None:
+        return train_config(args)
+    return apply_overrides(saved.to_dict(), flag_overrides(args))
 
 
 def _last_checkpoint(run_dir: Path) -> Path:
     if not run_dir.is_dir():
         raise UsageError(f"--resume {run_dir}: no such run directory")
-    return run_dir / "checkpoints" / "last.pt"
+    last = run_dir / "checkpoints" / "last.pt"
+    if not last.is_file():
+        raise UsageError(f"--resume {run_dir}: no checkpoint to resume from (expected {last})")
+    return last
 
 
 def config_differences(a: Config, b: Config) -> list[str]:
@@ -194,7 +322,7 @@ def _flatten(data: dict, prefix: str = "") -> dict[str, object]:
     out: dict[str, object] = {}
     for key, value in data.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict):
             out.update(_flatten(value, name + "."))
         else:
             out[name] = value
@@ -214,7 +342,62 @@ def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
         shutil.rmtree(run_dir)
 
 
-COMMANDS = {"train": command_train}
+def adaptation_settings(args: argparse.Namespace):  # noqa: ANN201 - imported lazily
+    from metarl.evaluation import AdaptationSettings
+
+    return AdaptationSettings(
+        num_tasks=args.tasks,
+        num_trajectories=args.trajectories,
+        num_steps=args.steps,
+        inner_lr=args.inner_lr,
+        later_inner_lr=args.later_inner_lr,
+        seed=args.seed,
+    )
+
+
+def command_evaluate(args: argparse.Namespace) -> None:
+    from metarl.evaluation import TABLE_FILE, evaluate, load_run, write_evaluation
+
+    compare = [_read_curve(path) for path in args.compare]
+    run = load_run(args.run, args.checkpoint)
+    evaluation = evaluate(run, adaptation_settings(args))
+    paths = write_evaluation(evaluation, args.out or run.output_dir(), compare)
+    print(paths[TABLE_FILE].read_text(), end="")
+    print(f"wrote {', '.join(map(str, paths.values()))}", file=sys.stderr)
+
+
+def _read_curve(path: Path):  # noqa: ANN202 - imported lazily
+    from metarl.evaluation import Curve
+
+    try:
+        return Curve.from_file(path)
+    except (OSError, ValueError, TypeError) as error:
+        raise UsageError(f"--compare {path}: not a readable evaluation.json ({error})") from None
+
+
+def command_video(args: argparse.Namespace) -> None:
+    from metarl.evaluation import load_run
+    from metarl.video import RenderError, record_adaptation
+
+    run = load_run(args.run, args.checkpoint)
+    out = args.out or run.output_dir() / "adaptation.mp4"
+    if out.suffix != ".mp4":
+        raise UsageError(f"--out {out}: expected a .mp4 file")
+    try:
+        stats = record_adaptation(run.config, run.policy, adaptation_settings(args), out, args.size)
+    except RenderError as error:
+        raise UsageError(str(error)) from None
+    num_cells = args.tasks * (args.steps + 1)
+    print(
+        f"wrote {stats.path}: {stats.num_frames} frames at {stats.fps} fps, "
+        f"{args.tasks} tasks x {args.steps + 1} columns; rendering "
+        f"{1000 * stats.seconds_render / stats.num_frames / num_cells:.2f} ms per cell frame, "
+        f"{stats.seconds_render / num_cells:.2f} s per clip; total {stats.seconds_total:.2f} s",
+        file=sys.stderr,
+    )
+
+
+COMMANDS = {"train": command_train, "evaluate": command_evaluate, "video": command_video}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,6 +407,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError, UsageError) as error:
         print(f"metarl {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"metarl {args.command}: error: {where}{error.strerror or error}", file=sys.stderr)
+        return 2
+    except RejectionLimitError as error:
+        print(f"metarl {args.command}: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"metarl {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -3,6 +3,7 @@ validation.  Every problem is reported as one line naming the key and what was e
 
 from __future__ import annotations
 
+import copy
 import difflib
 import inspect
 from pathlib import Path
@@ -76,6 +77,9 @@ class AlgorithmConfig(_Section):
     cg_damping: float = Field(1e-5, ge=0.0)
     line_search_max_steps: PositiveInt = 15
     line_search_backtrack_ratio: float = Field(0.8, gt=0.0, lt=1.0)
+    # exact Hessian-vector products of the meta-KL: per-task Jacobian products (fast) or
+    # double backpropagation through the inner update (the straightforward reference)
+    hessian_method: Literal["jacobian", "double_backprop"] = "jacobian"
 
 
 class TrainConfig(_Section):
@@ -85,6 +89,8 @@ class TrainConfig(_Section):
     seed: int = Field(1, ge=0)
     device: Literal["cpu", "cuda"] = "cpu"
     checkpoint_every: PositiveInt = 1
+    # stop the run after this many meta-steps in a row rejected for a NaN or an Inf
+    max_consecutive_rejections: PositiveInt = 5
 
 
 class Config(_Section):
@@ -102,10 +108,14 @@ class Config(_Section):
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
     """Read a YAML config (or the defaults when ``path`` is None) and apply ``key=value`` overrides
     (dotted keys, YAML values: ``algorithm.inner_lr=0.5``).  Raises :class:`ConfigError`."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        data = _read_yaml(Path(path))
-    for override in overrides or []:
+    data = _read_yaml(Path(path)) if path is not None else {}
+    return apply_overrides(data, overrides or [])
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> Config:
+    """Validate the config mapping ``data`` after applying ``key=value`` overrides to a copy."""
+    data = copy.deepcopy(data)
+    for override in overrides:
         key, sep, raw = override.partition("=")
         if not sep or not key:
             raise ConfigError(
@@ -130,6 +140,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         text = path.read_text()
     except OSError as error:
         raise ConfigError(f"config file {path}: cannot read ({error.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path}: not a UTF-8 text file") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:

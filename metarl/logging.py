@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 METRICS_FILE = "metrics.jsonl"
+TIMING_PREFIX = "time_"  # wall-clock fields: the only ones that differ between identical runs
 
 # Grouped names for dashboards (W&B); metrics.jsonl keeps the flat names.
 METRIC_GROUPS = {
@@ -18,6 +20,8 @@ METRIC_GROUPS = {
     "surrogate_after": "trpo/surrogate_after",
     "line_search_steps": "trpo/line_search_steps",
     "step_accepted": "trpo/step_accepted",
+    "rejected_steps": "trpo/rejected_steps",
+    "step_rejected_reason": "trpo/step_rejected_reason",
 }
 
 
@@ -45,21 +49,35 @@ class MetricsLog:
             return sum(1 for _ in handle)
 
     def truncate(self, num_lines: int) -> None:
-        """Keep the first ``num_lines`` lines (drop iterations logged after a checkpoint)."""
-        if not self.path.exists():
+        """Keep the first ``num_lines`` lines (drop iterations logged after a checkpoint) by one
+        in-place truncation, so a crash meanwhile loses nothing.  Raises :class:`ValueError` if
+        the file holds fewer complete lines."""
+        if num_lines == 0 and not self.path.exists():
             return
-        with self.path.open() as handle:
-            lines = handle.readlines()[:num_lines]
-        with self.path.open("w") as handle:
-            handle.writelines(lines)
-            handle.flush()
-            os.fsync(handle.fileno())
+        offset = 0
+        with self.path.open("rb") as handle:
+            for _ in range(num_lines):
+                line = handle.readline()
+                if not line.endswith(b"\n"):
+                    raise ValueError(f"{self.path} holds fewer than {num_lines} complete lines")
+                offset += len(line)
+        os.truncate(self.path, offset)
 
     def append(self, metrics: dict[str, Any]) -> None:
         with self.path.open("a") as handle:
-            handle.write(json.dumps(metrics) + "\n")
+            handle.write(json.dumps({k: _finite_or_none(v) for k, v in metrics.items()}) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
+
+
+def _finite_or_none(value: Any) -> Any:
+    """NaN and ±Inf are written as ``null`` (JSON has no such numbers)."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def deterministic_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """A record without its wall-clock ``time_*`` fields: what a fixed seed reproduces exactly."""
+    return {k: v for k, v in record.items() if not k.startswith(TIMING_PREFIX)}
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -71,6 +89,8 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 def summary_line(metrics: dict[str, Any]) -> str:
     """One console line per iteration."""
     status = "" if metrics.get("step_accepted", 1.0) else "  [step rejected]"
+    if metrics.get("step_rejected_reason"):
+        status = f"  [step rejected: non-finite {metrics['step_rejected_reason']}]"
     return (
         f"iter {metrics['iteration']:4d} | return pre {metrics['return_pre']:9.2f} "
         f"post {metrics['return_post']:9.2f} | kl {metrics['kl']:.4f} "

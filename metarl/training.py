@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,13 +16,32 @@ from tqdm import tqdm
 
 import envs
 from agents.maml_trpo import MAMLTRPO
-from metarl.checkpoint import load_checkpoint, save_checkpoint
+from metarl.checkpoint import (
+    CheckpointError,
+    atomic_write_bytes,
+    remove_stale_temp_files,
+    save_checkpoint,
+)
 from metarl.config import Config
 from metarl.logging import MetricsLog, summary_line
+from metarl.numerics import RejectionLimitError
 from metarl.policies import GaussianMLPPolicy
 from metarl.sampling import BatchSampler
 
 CONFIG_FILE = "config.yaml"
+STATE_KEYS = (
+    "iteration",
+    "env_steps",
+    "best_return",
+    "rejected_steps",
+    "consecutive_rejections",
+    "config",
+    "policy",
+    "task_rng",
+    "sampler",
+    "metrics_lines",
+    "best",
+)
 IterationHook = Callable[[dict[str, Any]], None]
 
 
@@ -50,6 +70,9 @@ class Trainer:
     * ``config.yaml`` — the resolved config (physics preset included);
     * ``metrics.jsonl`` — one JSON object per meta-iteration;
     * ``checkpoints/last.pt`` and ``checkpoints/best.pt`` (by ``return_post``), atomic.
+
+    ``last.pt`` holds the whole training state (see :meth:`state_dict`), ``best.pt`` included,
+    so a resumed run repeats the uninterrupted one exactly and restores a consistent ``best.pt``.
     """
 
     def __init__(self, config: Config, run_dir: Path) -> None:
@@ -69,28 +92,49 @@ class Trainer:
         self.iteration = 0
         self.env_steps = 0
         self.best_return = -float("inf")
+        self.best: dict[str, Any] | None = None  # the content of best.pt
+        self.rejected_steps = 0  # meta-steps rejected for a NaN or an Inf, in total ...
+        self.consecutive_rejections = 0  # ... and in a row up to now
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
+        """The whole training state: meta-parameters, every random stream, counters, the config,
+        the number of lines of ``metrics.jsonl`` it matches, and the content of ``best.pt``."""
+        return {**self._snapshot(), "best": self.best}
+
+    def _snapshot(self) -> dict[str, Any]:
         return {
             "iteration": self.iteration,
             "env_steps": self.env_steps,
             "best_return": self.best_return,
+            "rejected_steps": self.rejected_steps,
+            "consecutive_rejections": self.consecutive_rejections,
             "config": self.config.to_dict(),
-            "policy": self.policy.state_dict(),
+            "policy": {k: v.detach().clone() for k, v in self.policy.state_dict().items()},
             "task_rng": self.family.rng.bit_generator.state,
             "sampler": self.sampler.state_dict(),
             "metrics_lines": self.iteration,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.policy.load_state_dict(state["policy"])
+        """Restore :meth:`state_dict`; a state that does not fit raises :class:`CheckpointError`."""
+        missing = [key for key in STATE_KEYS if key not in state]
+        if missing:
+            raise CheckpointError(f"missing {', '.join(missing)}")
+        try:
+            self.policy.load_state_dict(state["policy"])
+            self.family.rng.bit_generator.state = state["task_rng"]
+            self.sampler.load_state_dict(state["sampler"])
+            self.metrics.truncate(state["metrics_lines"])
+        except (RuntimeError, ValueError, TypeError, KeyError) as error:
+            reason = " ".join(line.strip() for line in str(error).splitlines())
+            raise CheckpointError(f"does not fit this run ({reason})") from None
         self.iteration = state["iteration"]
         self.env_steps = state["env_steps"]
         self.best_return = state["best_return"]
-        self.family.rng.bit_generator.state = state["task_rng"]
-        self.sampler.load_state_dict(state["sampler"])
-        self.metrics.truncate(state["metrics_lines"])
+        self.best = state["best"]
+        self.rejected_steps = state["rejected_steps"]
+        self.consecutive_rejections = state["consecutive_rejections"]
 
     def checkpoint_path(self, name: str) -> Path:
         return self.run_dir / "checkpoints" / name
@@ -99,13 +143,25 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         resolved = self.config.to_dict()
         resolved["env"]["physics"] = self.family.preset
-        (self.run_dir / CONFIG_FILE).write_text(_to_yaml(resolved))
+        atomic_write_bytes(self.run_dir / CONFIG_FILE, _to_yaml(resolved).encode())
 
     @classmethod
-    def resume(cls, run_dir: Path, config: Config) -> Trainer:
-        """A trainer restored from ``run_dir/checkpoints/last.pt``."""
+    def resume(cls, run_dir: Path, config: Config, state: dict[str, Any]) -> Trainer:
+        """A trainer continuing ``run_dir`` from ``state`` (its ``checkpoints/last.pt``):
+        stale temporary files are removed, ``metrics.jsonl`` is cut back to the checkpoint and
+        ``best.pt`` is rewritten from it (it may hold an iteration the crash discarded)."""
         trainer = cls(config, run_dir)
-        trainer.load_state_dict(load_checkpoint(trainer.checkpoint_path("last.pt")))
+        last = trainer.checkpoint_path("last.pt")
+        try:
+            trainer.load_state_dict(state)
+        except CheckpointError as error:
+            raise CheckpointError(f"checkpoint {last}: {error}") from None
+        remove_stale_temp_files(last.parent)
+        if trainer.best is not None:
+            save_checkpoint(trainer.checkpoint_path("best.pt"), trainer.best)
+        else:
+            trainer.checkpoint_path("best.pt").unlink(missing_ok=True)
+        trainer.write_config()
         return trainer
 
     # ------------------------------------------------------------------ loop
@@ -132,32 +188,55 @@ class Trainer:
                 bar.update(1)
                 if progress:
                     bar.write(summary_line(record))
+                elif record["step_rejected_reason"] is not None:
+                    print(summary_line(record), file=sys.stderr)
                 if on_iteration is not None:
                     on_iteration(record)
         return records
 
     def step(self) -> dict[str, Any]:
-        """One meta-iteration, logged and checkpointed."""
+        """One meta-iteration, logged and checkpointed; raises :class:`RejectionLimitError`
+        (after both) once ``train.max_consecutive_rejections`` meta-steps in a row were rejected
+        for a NaN or an Inf."""
         start = time.perf_counter()
         tasks = self.family.sample_tasks(self.config.algorithm.num_tasks)
-        metrics, _ = self.agent.train_iteration(tasks, self.sampler)
+        metrics, step = self.agent.train_iteration(tasks, self.sampler)
         self.iteration += 1
         self.env_steps += int(metrics.pop("env_steps"))
-        elapsed = time.perf_counter() - start
-        record = {
+        rejected = step.rejected_reason is not None
+        self.rejected_steps += rejected
+        self.consecutive_rejections = self.consecutive_rejections + 1 if rejected else 0
+        record: dict[str, Any] = {
             "iteration": self.iteration,
             "env_steps": self.env_steps,
             **metrics,
-            "time_iteration": elapsed,
+            "rejected_steps": self.rejected_steps,
+            "step_rejected_reason": step.rejected_reason,
+            "time_iteration": time.perf_counter() - start,
         }
         self.metrics.append(record)
-        improved = record["return_post"] > self.best_return
-        if improved:
-            self.best_return = record["return_post"]
-            save_checkpoint(self.checkpoint_path("best.pt"), self.state_dict())
-        if self.iteration % self.config.train.checkpoint_every == 0 or improved:
-            save_checkpoint(self.checkpoint_path("last.pt"), self.state_dict())
+        limit = self.config.train.max_consecutive_rejections
+        stop = self.consecutive_rejections >= limit
+        self.save_checkpoints(record["return_post"], final=stop)
+        if stop:
+            raise RejectionLimitError(
+                f"stopped at iteration {self.iteration}: {limit} meta-steps in a row rejected "
+                f"(last: non-finite {step.rejected_reason}; train.max_consecutive_rejections="
+                f"{limit}); {self.checkpoint_path('last.pt')} keeps the parameters from before them"
+            )
         return record
+
+    def save_checkpoints(self, return_post: float, final: bool = False) -> None:
+        """``best.pt`` when ``return_post`` beats the best so far; ``last.pt`` every
+        ``train.checkpoint_every`` iterations, at the last one and when ``final``."""
+        improved = return_post > self.best_return
+        if improved:
+            self.best_return = return_post
+            self.best = self._snapshot()
+            save_checkpoint(self.checkpoint_path("best.pt"), self.best)
+        final = final or self.iteration >= self.config.train.num_iterations
+        if final or self.iteration % self.config.train.checkpoint_every == 0:
+            save_checkpoint(self.checkpoint_path("last.pt"), self.state_dict())
 
 
 def _to_yaml(data: dict[str, Any]) -> str:

@@ -100,3 +100,22 @@ def test_navigation_config_is_the_reference() -> None:
     assert config.env.family == "Navigation2D"
     assert (config.algorithm.num_tasks, config.algorithm.num_trajectories) == (20, 20)
     assert config.algorithm.inner_lr == 0.5 and config.train.num_iterations == 100
+
+
+@pytest.mark.parametrize(
+    "name, trajectories",
+    [
+        ("halfcheetah_vel", 20),
+        ("halfcheetah_dir", 20),
+        ("ant_vel", 20),
+        ("ant_dir", 40),
+        ("ant_goal", 20),
+    ],
+)
+def test_locomotion_configs_are_the_original_hyperparameters(name: str, trajectories: int) -> None:
+    config = load_config(resolve_config_path(name))
+    algorithm = config.algorithm
+    assert (algorithm.num_tasks, algorithm.num_trajectories) == (40, trajectories)
+    assert (algorithm.inner_lr, algorithm.max_kl, config.train.num_iterations) == (0.1, 0.01, 500)
+    assert config.policy.hidden_sizes == [100, 100] and config.policy.nonlinearity == "relu"
+    assert config.env.kwargs["physics"] == "original" and not algorithm.first_order

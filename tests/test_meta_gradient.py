@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from agents.maml_trpo import MAMLTRPO, MetaBatch
-from metarl.optim import flatten, hessian_vector_product, unflatten
+from metarl.optim import flatten, unflatten
 from tests.conftest import make_agent
 
 CASES = {
@@ -27,14 +27,6 @@ def _shifted(agent: MAMLTRPO, vector: torch.Tensor) -> dict[str, torch.Tensor]:
     base = flatten(tensors)
     names = list(agent.policy.meta_parameters())
     return {n: t.clone().requires_grad_() for n, t in zip(names, unflatten(base + vector, tensors))}
-
-
-def _double_backprop(agent: MAMLTRPO, batch: MetaBatch) -> tuple[torch.Tensor, object]:
-    params = agent.policy.meta_parameters()
-    surrogate, kl = agent.meta_objective(params, batch)
-    tensors = list(params.values())
-    gradient = flatten(torch.autograd.grad(surrogate, tensors, retain_graph=True))
-    return gradient, hessian_vector_product(kl, tensors, agent.config.cg_damping)
 
 
 def test_fixture_has_variable_length_episodes(tiny_agent) -> None:
@@ -62,8 +54,11 @@ def test_meta_gradient_matches_finite_differences(case: str) -> None:
 def test_fast_curvature_equals_double_backpropagation(case: str) -> None:
     agent, batch = make_agent(**CASES[case])
     surrogate, gradient, product = agent.curvature(batch)
-    reference_gradient, reference_product = _double_backprop(agent, batch)
+    _, reference_gradient, reference_product = agent.curvature_by_double_backprop(batch)
     torch.testing.assert_close(gradient, reference_gradient, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(
+        surrogate, agent.meta_objective(agent.policy.meta_parameters(), batch)[0].detach()
+    )
     generator = torch.Generator().manual_seed(2)
     for _ in range(3):
         v = torch.randn(gradient.shape, generator=generator, dtype=torch.float64)
@@ -102,6 +97,20 @@ def test_first_order_gradient_is_the_post_adaptation_gradient_at_adapted_params(
     exact_agent, exact_batch = make_agent(first_order=False)
     _, exact_gradient, _ = exact_agent.curvature(exact_batch)
     assert not torch.allclose(gradient, exact_gradient)  # the second-order terms matter
+
+
+@pytest.mark.parametrize("case", ["one-step", "two-steps", "first-order"])
+def test_meta_step_is_the_same_with_both_hessian_methods(case: str) -> None:
+    fast_agent, batch = make_agent(**CASES[case])
+    slow_agent, _ = make_agent(**CASES[case])
+    slow_agent.config.hessian_method = "double_backprop"
+    fast, slow = fast_agent.meta_step(batch), slow_agent.meta_step(batch)
+    assert fast.accepted and slow.accepted
+    assert fast.line_search_steps == slow.line_search_steps
+    # equal up to round-off, which 10 CG iterations at damping 1e-5 amplify to ~1e-6
+    assert fast.surrogate_after == pytest.approx(slow.surrogate_after, rel=1e-4)
+    for a, b in zip(fast_agent.policy.parameters(), slow_agent.policy.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("case", ["one-step", "two-steps", "first-order"])

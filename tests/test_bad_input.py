@@ -1,0 +1,292 @@
+"""Every bad input fails before any work with one line on stderr naming the problem, a non-zero
+exit status and nothing written: configs, flags, run directories, checkpoints, devices."""
+
+from __future__ import annotations
+
+import pickle
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from metarl.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from metarl.cli import main
+
+TINY = [
+    "--set",
+    "algorithm.num_tasks=2",
+    "--set",
+    "algorithm.num_trajectories=2",
+    "--set",
+    "policy.hidden_sizes=[8]",
+    "--set",
+    "env.kwargs={horizon: 5}",
+    "--no-progress",
+]
+NEW = ["train", "--run-dir", "{tmp}/new", "--no-progress"]
+RESUME = ["train", "--resume", "{tmp}/run", "--no-progress"]
+Setup = Callable[[Path, Path], None]  # (workspace, a finished 2-iteration run)
+
+
+def write(name: str, content: str | bytes) -> Setup:
+    def setup(tmp: Path, finished: Path) -> None:
+        path = tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+
+    return setup
+
+
+def copy_run(damage: Callable[[Path], object] | None = None) -> Setup:
+    """The finished run copied to ``{tmp}/run``, then damaged."""
+
+    def setup(tmp: Path, finished: Path) -> None:
+        shutil.copytree(finished, tmp / "run")
+        if damage is not None:
+            damage(tmp / "run")
+
+    return setup
+
+
+def last(run: Path) -> Path:
+    return run / "checkpoints" / "last.pt"
+
+
+def truncate_checkpoint(run: Path) -> None:
+    data = last(run).read_bytes()
+    last(run).write_bytes(data[: len(data) // 2])
+
+
+def drop_sampler_state(run: Path) -> None:
+    state = load_checkpoint(last(run))
+    del state["sampler"]
+    save_checkpoint(last(run), state)
+
+
+def corrupt_saved_config(run: Path) -> None:
+    state = load_checkpoint(last(run))
+    state["config"]["algorithm"]["inner_rl"] = 0.1
+    save_checkpoint(last(run), state)
+
+
+def shorten_metrics(run: Path) -> None:
+    metrics = run / "metrics.jsonl"
+    metrics.write_text(metrics.read_text().splitlines(keepends=True)[0])
+
+
+class CodePayload:
+    """A pickle that would run code when loaded."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (print, ("this must never run",))
+
+
+def torch_file(content: object) -> Callable[[Path], object]:
+    def damage(run: Path) -> None:
+        torch.save(content, last(run))
+
+    return damage
+
+
+@dataclass
+class Case:
+    argv: list[str]
+    message: str  # a substring of the error line
+    setup: Setup | None = None
+    status: int = 2
+
+
+CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is available here")
+
+CASES = {
+    # configs
+    "unknown-key": Case(
+        [*NEW, "--set", "algorithm.inner_rl=0.1"],
+        "algorithm.inner_rl: unknown key (did you mean 'inner_lr'?)",
+    ),
+    "unknown-section": Case([*NEW, "--set", "trainer.seed=1"], "trainer: unknown key"),
+    "wrong-type": Case([*NEW, "--set", "algorithm.num_tasks=many"], "algorithm.num_tasks: "),
+    "out-of-range": Case([*NEW, "--set", "algorithm.gamma=1.5"], "algorithm.gamma: "),
+    "zero-tasks": Case([*NEW, "--set", "algorithm.num_tasks=0"], "algorithm.num_tasks: "),
+    "zero-horizon": Case([*NEW, "--set", "env.kwargs={horizon: 0}"], "horizon must be > 0"),
+    "bad-nonlinearity": Case(
+        [*NEW, "--set", "policy.nonlinearity=sigmoid"], "policy.nonlinearity: "
+    ),
+    "zero-rejection-limit": Case(
+        [*NEW, "--set", "train.max_consecutive_rejections=0"], "train.max_consecutive_rejections"
+    ),
+    "not-key-value": Case([*NEW, "--set", "algorithm.inner_lr"], "expected KEY=VALUE"),
+    "missing-config": Case([*NEW, "--config", "{tmp}/missing.yaml"], "missing.yaml: cannot read"),
+    "config-is-a-folder": Case(
+        [*NEW, "--config", "{tmp}/folder.yaml"],
+        "folder.yaml: cannot read",
+        write("folder.yaml/inside", ""),
+    ),
+    "binary-config": Case(
+        [*NEW, "--config", "{tmp}/bad.yaml"],
+        "not a UTF-8 text file",
+        write("bad.yaml", b"\xff\xfe"),
+    ),
+    "invalid-yaml": Case(
+        [*NEW, "--config", "{tmp}/bad.yaml"], "invalid YAML at line", write("bad.yaml", "a: [1\n")
+    ),
+    "top-level-list": Case(
+        [*NEW, "--config", "{tmp}/bad.yaml"], "mapping of sections", write("bad.yaml", "- 1\n")
+    ),
+    "unknown-bundled-config": Case([*NEW, "--config", "navigaton"], "navigaton: no such file"),
+    "unknown-family": Case(
+        [*NEW, "--set", "env.family=Navigation3D"],
+        "unknown task family 'Navigation3D' (did you mean 'Navigation2D'?)",
+    ),
+    "unknown-physics-preset": Case(
+        [*NEW, "--set", "env.family=HalfCheetahVel", "--set", "env.kwargs={physics: bogus}"],
+        "env.kwargs.physics must be one of ['gymnasium', 'original'], got 'bogus'",
+    ),
+    "unknown-env-argument": Case(
+        [*NEW, "--set", "env.kwargs={goal_rang: 1}"], "env.kwargs.goal_rang: unknown argument"
+    ),
+    "cuda-without-cuda": Case(
+        [*NEW, "--device", "cuda"], "'cuda' requested but no CUDA device is available"
+    ),
+    # flags
+    "unknown-flag": Case([*NEW, "--bogus"], "unrecognized arguments: --bogus"),
+    "zero-iterations": Case([*NEW, "--iterations", "0"], "--iterations: expected an integer >= 1"),
+    "negative-seed": Case([*NEW, "--seed", "-1"], "--seed: expected an integer >= 0"),
+    # run directories
+    "existing-run-dir": Case(NEW, "pass --overwrite to replace it", write("new/metrics.jsonl", "")),
+    "run-dir-is-a-file": Case(NEW, "exists and is not a directory", write("new", "")),
+    "run-dir-not-writable": Case(
+        ["train", "--run-dir", "/proc/metarl/run", "--no-progress"], "/proc/metarl"
+    ),
+    # resume
+    "resume-missing-dir": Case(RESUME, "no such run directory"),
+    "resume-without-checkpoints": Case(
+        RESUME, "no checkpoint to resume from", write("run/metrics.jsonl", "")
+    ),
+    "resume-empty-checkpoint": Case(
+        RESUME, "unreadable or truncated", copy_run(lambda run: last(run).write_bytes(b""))
+    ),
+    "resume-truncated-checkpoint": Case(
+        RESUME, "unreadable or truncated", copy_run(truncate_checkpoint)
+    ),
+    "resume-garbage-checkpoint": Case(
+        RESUME, "unreadable (not a torch file", copy_run(lambda run: last(run).write_text("x" * 99))
+    ),
+    "resume-foreign-checkpoint": Case(
+        RESUME, f"not a metarl checkpoint (expected {FORMAT})", copy_run(torch_file([1, 2]))
+    ),
+    "resume-code-payload": Case(
+        RESUME,
+        "unreadable (not a torch file of tensors and plain data)",
+        copy_run(lambda run: last(run).write_bytes(pickle.dumps(CodePayload(), protocol=2))),
+    ),
+    "resume-incomplete-checkpoint": Case(RESUME, "missing sampler", copy_run(drop_sampler_state)),
+    "resume-invalid-saved-config": Case(
+        RESUME, "invalid config (algorithm.inner_rl: unknown key", copy_run(corrupt_saved_config)
+    ),
+    "resume-config-changed": Case(
+        [*RESUME, "--set", "algorithm.inner_lr=0.3"],
+        "config differs from the run's in algorithm.inner_lr (pass --allow-config-change",
+        copy_run(),
+    ),
+    "resume-policy-mismatch": Case(
+        [*RESUME, "--allow-config-change", "--set", "policy.hidden_sizes=[4]"],
+        "does not fit this run (Error(s) in loading state_dict",
+        copy_run(),
+    ),
+    "resume-with-run-dir": Case(
+        [*RESUME, "--run-dir", "{tmp}/other"], "cannot be combined", copy_run()
+    ),
+    "resume-fewer-iterations": Case(
+        [*RESUME, "--iterations", "1"], "the run is already at iteration 2", copy_run()
+    ),
+    "resume-short-metrics": Case(RESUME, "fewer than 2 complete lines", copy_run(shorten_metrics)),
+    # evaluation
+    "evaluate-without-checkpoints": Case(
+        ["evaluate", "{tmp}/run"], "no checkpoint found", write("run/metrics.jsonl", "")
+    ),
+    "evaluate-truncated-checkpoint": Case(
+        ["evaluate", "{tmp}/run", "--checkpoint", "last"],
+        "unreadable or truncated",
+        copy_run(truncate_checkpoint),
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    assert main(["train", "--run-dir", str(run_dir), "--iterations", "2", *TINY]) == 0
+    return run_dir
+
+
+def snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every file (its bytes) and folder (None) under ``folder``."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+def run_main(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as stop:  # argparse's usage errors
+        return int(stop.code or 0)
+
+
+def test_there_are_at_least_twenty_cases() -> None:
+    assert len(CASES) >= 20
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=CUDA) if n == "cuda-without-cuda" else n for n in CASES],
+)
+def test_bad_input_fails_with_one_line_and_writes_nothing(
+    name: str,
+    tmp_path: Path,
+    finished_run: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    case = CASES[name]
+    if case.setup is not None:
+        case.setup(tmp_path, finished_run)
+    before = snapshot(tmp_path)
+    status = run_main([arg.replace("{tmp}", str(tmp_path)) for arg in case.argv])
+    out, err = capsys.readouterr()
+    assert status == case.status and out == ""
+    assert err.count("\n") == 1 and re.match(r"metarl( \w+)?: error: ", err), err
+    assert case.message in err
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([*NEW, "--set", "algorithm.inner_rl=0.1"], "algorithm.inner_rl: unknown key"),
+        (RESUME, "unreadable or truncated"),
+    ],
+    ids=["config", "checkpoint"],
+)
+def test_a_real_process_prints_no_traceback(
+    argv: list[str], message: str, tmp_path: Path, finished_run: Path
+) -> None:
+    copy_run(truncate_checkpoint)(tmp_path, finished_run)
+    before = snapshot(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "metarl", *(arg.replace("{tmp}", str(tmp_path)) for arg in argv)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert snapshot(tmp_path) == before

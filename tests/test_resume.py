@@ -1,0 +1,179 @@
+"""Resume: a run killed with SIGKILL and resumed repeats the uninterrupted run exactly, and a kill
+during a checkpoint write leaves the previous checkpoint loadable."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from metarl.checkpoint import (
+    FORMAT,
+    find_checkpoint,
+    load_checkpoint,
+    remove_stale_temp_files,
+    save_checkpoint,
+)
+from metarl.cli import main
+from metarl.logging import deterministic_fields, read_metrics
+from metarl.training import STATE_KEYS
+
+TINY = [
+    "--set",
+    "algorithm.num_tasks=2",
+    "--set",
+    "algorithm.num_trajectories=3",
+    "--set",
+    "policy.hidden_sizes=[8]",
+    "--set",
+    "env.kwargs={horizon: 20}",
+    "--no-progress",
+]
+# One torch thread, like the test process (tests/conftest.py): same thread count, same floats.
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def num_lines(path: Path) -> int:
+    return len(path.read_bytes().splitlines()) if path.exists() else 0
+
+
+def kill_after_lines(command: list[str], metrics: Path, lines: int) -> int:
+    """Start ``command``, SIGKILL it once ``metrics`` has ``lines`` lines; its line count then."""
+    process = subprocess.Popen(command, env=ONE_THREAD, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while num_lines(metrics) < lines:
+        assert process.poll() is None, process.communicate()[1]
+        assert time.monotonic() < deadline, "training made no progress"
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL
+    return num_lines(metrics)
+
+
+def assert_same_checkpoint(a: Path, b: Path) -> None:
+    state_a, state_b = load_checkpoint(a), load_checkpoint(b)
+    assert (state_a["iteration"], state_a["best_return"]) == (
+        state_b["iteration"],
+        state_b["best_return"],
+    )
+    for name, tensor in state_a["policy"].items():
+        assert torch.equal(tensor, state_b["policy"][name]), name
+
+
+def test_run_killed_and_resumed_repeats_the_uninterrupted_run(tmp_path: Path) -> None:
+    # last.pt every 2 iterations: the kill usually leaves logged iterations to replay
+    num_iterations, kill_after = 10, 3
+    args = [*TINY, "--set", "train.checkpoint_every=2"]
+    killed = tmp_path / "killed"
+    command = [sys.executable, "-m", "metarl", "train", "--run-dir", str(killed)]
+    command += ["--iterations", str(num_iterations), *args]
+    logged = kill_after_lines(command, killed / "metrics.jsonl", kill_after)
+    assert kill_after <= logged < num_iterations  # really interrupted
+
+    assert main(["train", "--resume", str(killed), "--no-progress"]) == 0
+    full = tmp_path / "full"
+    assert main(["train", "--run-dir", str(full), "--iterations", str(num_iterations), *args]) == 0
+
+    resumed, uninterrupted = read_metrics(killed), read_metrics(full)
+    assert [r["iteration"] for r in resumed] == list(range(1, num_iterations + 1))
+    assert [deterministic_fields(r) for r in resumed] == [
+        deterministic_fields(r) for r in uninterrupted
+    ]
+    for name in ("last.pt", "best.pt"):
+        assert_same_checkpoint(killed / "checkpoints" / name, full / "checkpoints" / name)
+
+
+def test_resume_cleans_crash_leftovers_and_keeps_best_consistent(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "--run-dir", str(run), "--iterations", "2", *TINY]) == 0
+    checkpoints = run / "checkpoints"
+    state = load_checkpoint(checkpoints / "last.pt")
+    assert set(state) == {"format", *STATE_KEYS} and state["format"] == FORMAT
+    assert state["metrics_lines"] == 2 and state["config"]["train"]["num_iterations"] == 2
+    # what a crash can leave: a half-written temporary file, and a best.pt of an iteration
+    # logged after last.pt and discarded by the resume
+    (checkpoints / ".last.pt.x1y2.tmp").write_bytes(b"half a checkpoint")
+    ghost = {**state["best"], "iteration": 3, "best_return": 1e9}
+    save_checkpoint(checkpoints / "best.pt", ghost)
+
+    assert main(["train", "--resume", str(run), "--iterations", "3", "--no-progress"]) == 0
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.pt", "last.pt"]
+    records = read_metrics(run)
+    best = max(records, key=lambda r: r["return_post"])
+    restored = load_checkpoint(checkpoints / "best.pt")
+    assert (restored["iteration"], restored["best_return"]) == (
+        best["iteration"],
+        best["return_post"],
+    )
+    assert load_checkpoint(checkpoints / "last.pt")["config"]["train"]["num_iterations"] == 3
+
+
+def test_resume_with_allowed_config_change_uses_the_new_config(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "--run-dir", str(run), "--iterations", "1", *TINY]) == 0
+    change = ["--allow-config-change", "--set", "algorithm.max_kl=0.02", "--iterations", "2"]
+    assert main(["train", "--resume", str(run), "--no-progress", *change]) == 0
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["config"]["algorithm"]["max_kl"] == 0.02
+    assert "max_kl: 0.02" in (run / "config.yaml").read_text()
+    assert len(read_metrics(run)) == 2
+
+
+WRITER = """
+import os, sys, time
+from pathlib import Path
+import torch
+from metarl.checkpoint import save_checkpoint
+
+path, slow_disk = Path(sys.argv[1]), sys.argv[2] == "slow-disk"
+def write(i):
+    policy = {"weight": torch.full((500_000,), float(i))}
+    save_checkpoint(path, {"iteration": i, "config": {}, "policy": policy})
+write(0)
+if slow_disk:  # every later write hangs between writing its temporary file and renaming it
+    def hang(fd):
+        print("writing", flush=True)
+        time.sleep(600)
+    os.fsync = hang
+print("ready", flush=True)
+i = 1
+while True:
+    write(i)
+    i += 1
+"""
+
+
+@pytest.mark.parametrize("moment", ["random-1", "random-2", "slow-disk"])
+def test_kill_during_checkpoint_writes_leaves_a_loadable_checkpoint(
+    tmp_path: Path, moment: str
+) -> None:
+    path = tmp_path / "checkpoints" / "last.pt"
+    process = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path), moment],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=ONE_THREAD,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline() == "ready\n"
+    if moment == "slow-disk":
+        assert process.stdout.readline() == "writing\n"
+    else:
+        time.sleep(random.Random(moment).uniform(0.0, 0.5))
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+    state = load_checkpoint(path)
+    assert torch.equal(state["policy"]["weight"], torch.full((500_000,), float(state["iteration"])))
+    assert find_checkpoint(tmp_path) == path
+    leftovers = remove_stale_temp_files(path.parent)
+    if moment == "slow-disk":
+        assert state["iteration"] == 0 and len(leftovers) == 1
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
