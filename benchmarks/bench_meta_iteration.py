@@ -3,6 +3,9 @@
 Runs the variants interleaved (round-robin) on the same tasks and prints, per variant, the median
 time of each phase (sampling, inner adaptation, meta-gradient, conjugate gradient, line search),
 the whole iteration, env steps/s, and ratios between variants, all measured in this one run.
+For MuJoCo families it also times raw physics (``mujoco.rollout`` of the bare model, no policy,
+see ``bench_sampler.py``) in the same rounds and prints each variant's iteration time divided by
+the raw physics time of the iteration's own control steps.
 
     python benchmarks/bench_meta_iteration.py --config navigation --iterations 5 \
         --set policy.hidden_sizes=[64,64] --set policy.nonlinearity=tanh
@@ -11,17 +14,22 @@ the whole iteration, env steps/s, and ratios between variants, all measured in t
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 from collections import defaultdict
+from typing import Any
 
 import torch
 
-import envs
-from agents.maml_trpo import MAMLTRPO
-from metarl.cli import resolve_config_path
-from metarl.config import Config, load_config
-from metarl.sampling import BatchSampler
-from metarl.training import build_policy, derived_seeds
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import envs  # noqa: E402
+from agents.maml_trpo import MAMLTRPO  # noqa: E402
+from metarl.cli import resolve_config_path  # noqa: E402
+from metarl.config import Config, load_config  # noqa: E402
+from metarl.sampling import BatchSampler  # noqa: E402
+from metarl.training import build_policy, derived_seeds  # noqa: E402
 
 VARIANTS = {
     "second-order (jacobian)": {"hessian_method": "jacobian", "first_order": False},
@@ -40,6 +48,23 @@ def make_variant(config: Config, overrides: dict[str, object]) -> tuple[MAMLTRPO
     return agent, BatchSampler(family, config.algorithm.num_trajectories, seeds["sampler"])
 
 
+def raw_physics(config: Config, family: envs.TaskFamily) -> Any:
+    """The raw-physics timer of ``bench_sampler.py`` for a MuJoCo family, else None."""
+    from envs.mujoco_core import LocomotionFamily
+
+    if not isinstance(family, LocomotionFamily):
+        return None
+    from bench_sampler import Case
+
+    horizon = family.make_batched_env(1).horizon
+    sizes = argparse.Namespace(
+        tasks=config.algorithm.num_tasks,
+        trajectories=config.algorithm.num_trajectories,
+        steps=horizon,
+    )
+    return Case(config.env.family, family.preset, sizes)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="navigation")
@@ -53,7 +78,11 @@ def main() -> None:
     tasks = family.sample_tasks(config.algorithm.num_tasks)
     runners = {name: make_variant(config, VARIANTS[name]) for name in args.variants}
     times: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in runners}
+    raw = raw_physics(config, family)
+    raw_rates: list[float] = []
     for round_index in range(args.warmup + args.iterations):
+        if raw is not None and round_index >= args.warmup:
+            raw_rates.append(raw.time_raw())
         for name, (agent, sampler) in runners.items():
             metrics, _ = agent.train_iteration(tasks, sampler)
             if round_index < args.warmup:
@@ -63,6 +92,7 @@ def main() -> None:
             total = sum(metrics[f"time_{phase}"] for phase in PHASES)
             times[name]["iteration"].append(total)
             times[name]["env_steps_per_s"].append(metrics["env_steps"] / total)
+            times[name]["env_steps"].append(metrics["env_steps"])
     print(
         f"config {args.config} {' '.join(args.overrides)}: {config.env.family}, "
         f"{config.algorithm.num_tasks} tasks x {config.algorithm.num_trajectories} trajectories, "
@@ -76,6 +106,15 @@ def main() -> None:
         row = "".join(f"{median[p]:19.3f}s" for p in [*PHASES, "iteration"])
         print(f"{name:32s}{row}{median['env_steps_per_s']:14.0f}")
     names = list(medians)
+    if raw_rates:
+        rate = statistics.median(raw_rates)
+        print(f"raw physics: {rate:,.0f} control steps/s (bare model, mujoco.rollout, no policy)")
+        for name, median in medians.items():
+            raw_time = median["env_steps"] / rate
+            print(
+                f"{name:32s} iteration / raw physics time of its {median['env_steps']:,.0f} "
+                f"control steps ({raw_time:.2f}s): {median['iteration'] / raw_time:.2f}"
+            )
     for other in names[1:]:
         ratio = medians[names[0]]["iteration"] / medians[other]["iteration"]
         print(f"iteration time ratio  {names[0]} / {other}: {ratio:.2f}")

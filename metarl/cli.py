@@ -244,8 +244,10 @@ def check_device(config: Config) -> None:
 
 
 def command_train(args: argparse.Namespace) -> None:
+    from metarl.tracking import TrackingOptions, tracking
     from metarl.training import Trainer
 
+    options = TrackingOptions.from_args(args) if args.track else None  # before writing anything
     if args.resume is not None:
         trainer = resume_trainer(args)
     else:
@@ -256,9 +258,6 @@ def command_train(args: argparse.Namespace) -> None:
         prepare_run_dir(run_dir, args.overwrite)
         trainer.write_config()
     print(f"run directory: {trainer.run_dir}", file=sys.stderr)
-    from metarl.tracking import TrackingOptions, tracking
-
-    options = TrackingOptions.from_args(args) if args.track else None
     with tracking(trainer, options) as on_iteration:
         trainer.train(
             trainer.config.train.num_iterations,
