@@ -40,12 +40,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from envs import make_family  # noqa: E402
 from envs.mujoco_core import (  # noqa: E402
-    ASSETS,
     PRESETS,
     BatchedLocomotionEnv,
     BatchedSimulation,
     LocomotionFamily,
     default_num_threads,
+    load_model,
     mujoco,
 )
 from metarl.policies import GaussianMLPPolicy, Params  # noqa: E402
@@ -72,7 +72,7 @@ class Case:
         self.rng = np.random.default_rng(0)
         self.env = self.family.make_batched_env(self.num_envs)
         assert isinstance(self.env, BatchedLocomotionEnv)
-        model = mujoco.MjModel.from_xml_path(os.path.join(ASSETS, self.family.xml_file))
+        model = load_model(self.family.xml_file)  # the bare shipped model, no sensors
         model.opt.timestep = self.env.sim.model.opt.timestep
         self.raw = BatchedSimulation(model, self.num_envs, self.env.sim.frame_skip)
         self.tasks = self.family.sample_tasks(args.tasks)
