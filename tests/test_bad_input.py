@@ -17,18 +17,9 @@ import torch
 
 from metarl.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from metarl.cli import main
+from tests.tiny_runs import tiny_flags
 
-TINY = [
-    "--set",
-    "algorithm.num_tasks=2",
-    "--set",
-    "algorithm.num_trajectories=2",
-    "--set",
-    "policy.hidden_sizes=[8]",
-    "--set",
-    "env.kwargs={horizon: 5}",
-    "--no-progress",
-]
+TINY = tiny_flags("env.kwargs={horizon: 5}")
 NEW = ["train", "--run-dir", "{tmp}/new", "--no-progress"]
 RESUME = ["train", "--resume", "{tmp}/run", "--no-progress"]
 Setup = Callable[[Path, Path], None]  # (workspace, a finished 2-iteration run)

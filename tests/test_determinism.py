@@ -14,16 +14,9 @@ from metarl.checkpoint import load_checkpoint
 from metarl.cli import main
 from metarl.logging import TIMING_PREFIX, deterministic_fields, read_metrics
 from metarl.training import derived_seeds
+from tests.tiny_runs import tiny_flags
 
-TINY = [
-    "--set",
-    "algorithm.num_tasks=2",
-    "--set",
-    "algorithm.num_trajectories=2",
-    "--set",
-    "policy.hidden_sizes=[8]",
-    "--no-progress",
-]
+TINY = tiny_flags()
 FAMILIES = {
     "navigation": ["--set", "env.kwargs={horizon: 20}"],
     "ant-dir": ["--set", "env.family=AntDir", "--set", "env.kwargs={horizon: 10}"],

@@ -22,6 +22,7 @@ from metarl.logging import read_metrics
 from metarl.numerics import NonFiniteError
 from metarl.sampling import BatchSampler
 from tests.conftest import make_agent
+from tests.tiny_runs import tiny_flags
 
 Injection = Callable[[MAMLTRPO, MetaBatch], None]
 
@@ -143,21 +144,12 @@ class FlakyBatchedNavigation(BatchedNavigation2D):
         return result
 
 
-TINY = [
-    "--set",
+TINY = tiny_flags(
     "env.family=FlakyNavigation",
-    "--set",
-    "algorithm.num_tasks=2",
-    "--set",
-    "algorithm.num_trajectories=3",
-    "--set",
-    "policy.hidden_sizes=[8]",
-    "--set",
     "env.kwargs={horizon: 10}",
-    "--set",
     "train.max_consecutive_rejections=2",
-    "--no-progress",
-]
+    num_trajectories=3,
+)
 
 
 @pytest.fixture

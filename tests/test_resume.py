@@ -24,18 +24,9 @@ from metarl.checkpoint import (
 from metarl.cli import main
 from metarl.logging import deterministic_fields, read_metrics
 from metarl.training import STATE_KEYS
+from tests.tiny_runs import tiny_flags
 
-TINY = [
-    "--set",
-    "algorithm.num_tasks=2",
-    "--set",
-    "algorithm.num_trajectories=3",
-    "--set",
-    "policy.hidden_sizes=[8]",
-    "--set",
-    "env.kwargs={horizon: 20}",
-    "--no-progress",
-]
+TINY = tiny_flags("env.kwargs={horizon: 20}", num_trajectories=3)
 # One torch thread, like the test process (tests/conftest.py): same thread count, same floats.
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 

@@ -6,19 +6,20 @@ from pathlib import Path
 
 from metarl.cli import main
 
-TINY_NAVIGATION = [
-    "--set",
-    "algorithm.num_tasks=2",
-    "--set",
-    "algorithm.num_trajectories=2",
-    "--set",
-    "policy.hidden_sizes=[8]",
-    "--set",
-    "env.kwargs={horizon: 10}",
-    "--iterations",
-    "2",
-    "--no-progress",
-]
+
+def tiny_flags(*settings: str, num_trajectories: int = 2) -> list[str]:
+    """``metarl train`` flags for a tiny batch (2 tasks, an 8-unit policy, no progress bar),
+    plus ``--set`` for each of ``settings`` (e.g. ``"env.kwargs={horizon: 10}"``)."""
+    base = [
+        "algorithm.num_tasks=2",
+        f"algorithm.num_trajectories={num_trajectories}",
+        "policy.hidden_sizes=[8]",
+        *settings,
+    ]
+    return [flag for setting in base for flag in ("--set", setting)] + ["--no-progress"]
+
+
+TINY_NAVIGATION = [*tiny_flags("env.kwargs={horizon: 10}"), "--iterations", "2"]
 
 
 def train_tiny_run(run_dir: Path, *extra: str) -> Path:
