@@ -281,7 +281,7 @@ class MAMLTRPO:
 
         surrogate_before = float(surrogate.item())
         start = time.perf_counter()
-        if not (torch.isfinite(direction).all() and torch.isfinite(curvature) and curvature > 0):
+        if curvature <= 0:  # no descent direction (finiteness was checked above)
             times["line_search"] = time.perf_counter() - start
             return MetaStepInfo(False, surrogate_before, surrogate_before, 0.0, 0, 0.0, times)
         full_step = direction * math.sqrt(cfg.max_kl / curvature.item())
