@@ -30,7 +30,7 @@ from metarl.config import Config, validate_config
 from metarl.episodes import Episodes
 from metarl.policies import GaussianMLPPolicy, Params
 from metarl.sampling import BatchSampler
-from metarl.training import build_policy
+from metarl.training import build_policy, stream_seeds
 
 HELD_OUT_SALT = 0x4E1D0
 EVALUATION_FILE = "evaluation.json"
@@ -95,9 +95,7 @@ def load_run(path: Path, checkpoint: str = "best") -> LoadedRun:
 
 def held_out_seeds(seed: int) -> dict[str, int]:
     """Seeds of the evaluation's random streams, disjoint from every training run's."""
-    names = ("tasks", "sampler", "rollout")
-    children = np.random.SeedSequence([seed, HELD_OUT_SALT]).spawn(len(names))
-    return {n: int(c.generate_state(1, dtype=np.uint32)[0]) for n, c in zip(names, children)}
+    return stream_seeds([seed, HELD_OUT_SALT], ("tasks", "sampler", "rollout"))
 
 
 def held_out_family(config: Config, seed: int) -> envs.TaskFamily:

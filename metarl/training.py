@@ -45,11 +45,15 @@ STATE_KEYS = (
 IterationHook = Callable[[dict[str, Any]], None]
 
 
+def stream_seeds(entropy: int | list[int], names: tuple[str, ...]) -> dict[str, int]:
+    """Independent seeds, one per named random stream, spawned from ``entropy``."""
+    children = np.random.SeedSequence(entropy).spawn(len(names))
+    return {n: int(c.generate_state(1, dtype=np.uint32)[0]) for n, c in zip(names, children)}
+
+
 def derived_seeds(seed: int) -> dict[str, int]:
     """Independent seeds for every random stream of a run, all derived from the run seed."""
-    names = ("tasks", "sampler", "policy_init")
-    children = np.random.SeedSequence(seed).spawn(len(names))
-    return {n: int(c.generate_state(1, dtype=np.uint32)[0]) for n, c in zip(names, children)}
+    return stream_seeds(seed, ("tasks", "sampler", "policy_init"))
 
 
 def build_policy(config: Config, family: envs.TaskFamily) -> GaussianMLPPolicy:
