@@ -9,12 +9,18 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-from datetime import datetime
 from importlib import resources
 from pathlib import Path
 
 from metarl.checkpoint import CheckpointError, load_checkpoint
-from metarl.config import Config, ConfigError, apply_overrides, load_config, validate_config
+from metarl.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    load_config,
+    run_name,
+    validate_config,
+)
 from metarl.numerics import RejectionLimitError
 
 DEFAULT_CONFIG = "navigation"
@@ -230,9 +236,7 @@ def train_config(args: argparse.Namespace) -> Config:
 
 
 def default_run_dir(config: Config) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    preset = config.env.kwargs.get("physics", "original")
-    return Path("runs") / f"{config.env.family}__{preset}__{config.train.seed}__{stamp}"
+    return Path("runs") / run_name(config, config.env.kwargs.get("physics", "original"))
 
 
 def check_device(config: Config) -> None:

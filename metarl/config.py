@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import difflib
 import inspect
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -103,6 +104,12 @@ class Config(_Section):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def run_name(config: Config, preset: str) -> str:
+    """``{family}__{preset}__{seed}__{YYYYmmdd-HHMMSS}``: default run folders and W&B runs."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{config.env.family}__{preset}__{config.train.seed}__{stamp}"
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:

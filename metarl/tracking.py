@@ -18,11 +18,11 @@ import netrc
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from metarl.config import run_name
 from metarl.evaluation import PLOT_FILE, AdaptationSettings, LoadedRun, evaluate, write_evaluation
 from metarl.logging import grouped_name
 from metarl.training import IterationHook, Trainer
@@ -77,13 +77,6 @@ def has_credentials(environ: Mapping[str, str] = os.environ) -> bool:
         return False
 
 
-def run_name(trainer: Trainer) -> str:
-    """``{family}__{preset}__{seed}__{YYYYmmdd-HHMMSS}``, like default run directories."""
-    config = trainer.config
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{config.env.family}__{trainer.family.preset}__{config.train.seed}__{stamp}"
-
-
 class WandbTracker:
     """One W&B run mirroring a :class:`Trainer`'s metrics, videos and final evaluation."""
 
@@ -99,7 +92,7 @@ class WandbTracker:
             project=options.project,
             entity=options.entity,
             group=options.group,
-            name=run_name(trainer),
+            name=run_name(trainer.config, trainer.family.preset),
             tags=[trainer.config.env.family, trainer.family.preset, ALGORITHM],
             config=config,
             mode=options.mode,  # type: ignore[arg-type]
