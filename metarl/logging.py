@@ -42,12 +42,6 @@ class MetricsLog:
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / METRICS_FILE
 
-    def num_lines(self) -> int:
-        if not self.path.exists():
-            return 0
-        with self.path.open() as handle:
-            return sum(1 for _ in handle)
-
     def truncate(self, num_lines: int) -> None:
         """Keep the first ``num_lines`` lines (drop iterations logged after a checkpoint) by one
         in-place truncation, so a crash meanwhile loses nothing.  Raises :class:`ValueError` if
