@@ -35,8 +35,11 @@ from metarl.config import AlgorithmConfig
 from metarl.curvature import (
     AdaptationJacobian,
     GaussianFisher,
-    InnerStep,
+    GaussianLogLikelihood,
+    MeanNetwork,
+    Vectors,
     meta_kl_hessian_product,
+    split_parameters,
 )
 from metarl.episodes import (
     Episodes,
@@ -44,6 +47,7 @@ from metarl.episodes import (
     generalized_advantages,
     masked_mean_per_task,
     normalize_per_task,
+    samples_by_task,
 )
 from metarl.numerics import NonFiniteError, check_finite
 from metarl.optim import (
@@ -54,6 +58,7 @@ from metarl.optim import (
     unflatten,
 )
 from metarl.policies import GaussianMLPPolicy, Params, gaussian_kl, gaussian_log_prob
+from metarl.runtime import keep_freed_memory
 from metarl.sampling import BatchSampler
 
 
@@ -63,6 +68,16 @@ class MetaBatch:
 
     train: list[Episodes]  # one Episodes per inner step
     valid: Episodes
+
+
+@dataclass
+class MetaCurvature:
+    """What the TRPO meta-step needs at the current meta-parameters."""
+
+    surrogate: Tensor  # post-adaptation surrogate (a scalar)
+    gradient: Tensor  # its meta-gradient, flat
+    product: Callable[[Tensor], Tensor]  # v ↦ (∇²KL + damping·I) v, flat
+    old: tuple[Tensor, Tensor]  # the adapted policies' mean and log σ (the KL's reference)
 
 
 @dataclass
@@ -91,6 +106,7 @@ class MAMLTRPO:
     def __init__(self, policy: GaussianMLPPolicy, config: AlgorithmConfig) -> None:
         self.policy = policy
         self.config = config
+        keep_freed_memory()  # batch-sized buffers are reused, not page-faulted anew each pass
 
     @property
     def device(self) -> torch.device:
@@ -196,65 +212,64 @@ class MAMLTRPO:
         adapted = self.adapt(params, batch, create_graph=True)
         return self.surrogate_and_kl(adapted, batch, self.old_distribution(batch))
 
-    def differentiable_adaptation(self, batch: MetaBatch) -> list[InnerStep]:
-        """The inner steps from the current meta-parameters with per-task leaves and their
-        gradient graphs, for exact Jacobian products; the last leaves are θ'_k."""
-        num_tasks = batch.valid.num_tasks
-        names = list(self.policy.meta_parameters())
-        leaves = [
-            p.detach().expand(num_tasks, *p.shape).clone().requires_grad_()
-            for p in self.policy.parameters()
-        ]
-        steps = []
-        for episodes in batch.train:
-            loss = self.inner_loss(dict(zip(names, leaves)), episodes).sum()
-            grads = torch.autograd.grad(loss, leaves, create_graph=not self.config.first_order)
-            steps.append(InnerStep(leaves, list(grads)))
-            leaves = [
-                (p - self.config.inner_lr * g).detach().requires_grad_()
-                for p, g in zip(leaves, grads)
-            ]
-        steps.append(InnerStep(leaves, []))
-        return steps
+    def log_likelihood(
+        self, params: Vectors, episodes: Episodes, scale: float, second_order: bool
+    ) -> GaussianLogLikelihood:
+        """``scale · Σ_k mean_t,m[A log π_k(a|s)]`` on ``episodes`` at per-task ``params``
+        (scale -1: the inner losses), with its exact derivatives (:mod:`metarl.curvature`)."""
+        assert episodes.advantages is not None, "prepare() attaches advantages"
+        weights, biases, log_std = split_parameters(params)
+        inputs = samples_by_task(episodes.observations, 1)
+        network = MeanNetwork(weights, biases, inputs, self.policy.nonlinearity)
+        count = episodes.mask.sum(dim=(0, 2), keepdim=True)
+        rho = samples_by_task(scale * episodes.advantages * episodes.mask / count)
+        actions = samples_by_task(episodes.actions, 1)
+        return GaussianLogLikelihood(network, log_std, actions, rho, second_order)
 
-    def curvature(self, batch: MetaBatch) -> tuple[Tensor, Tensor, Callable[[Tensor], Tensor]]:
-        """Surrogate value, its meta-gradient and ``v ↦ (∇²KL + damping·I) v``, all exact.
-
-        Built once per meta-step from per-task Jacobian products (see :mod:`metarl.curvature`)
-        rather than by double backpropagation through the whole meta-objective.
-        """
+    @torch.no_grad()
+    def curvature(self, batch: MetaBatch) -> MetaCurvature:
+        """Surrogate, meta-gradient and ``v ↦ (∇²KL + damping·I) v``, all exact, from
+        hand-derived products whose passes are computed once per meta-step (see
+        :mod:`metarl.curvature`) rather than by double backpropagation."""
         cfg = self.config
-        valid = batch.valid
-        *inner_steps, final = self.differentiable_adaptation(batch)
-        names = list(self.policy.meta_parameters())
-        adapted = dict(zip(names, final.params))
-        mean, log_std = self.policy.mean_and_log_std(valid.observations, adapted)
-        old = (mean.detach(), log_std.detach())
-        surrogate, _ = self.surrogate_and_kl(adapted, batch, old)
-        jacobian = AdaptationJacobian(inner_steps, cfg.inner_lr, cfg.first_order)
-        cotangent = torch.autograd.grad(surrogate, final.params, retain_graph=True)
-        gradient = flatten([g.sum(0) for g in jacobian.vjp(list(cotangent))])
-        weights = valid.mask / valid.mask.sum(dim=(0, 2), keepdim=True) / valid.num_tasks
-        fisher = GaussianFisher(final.params, mean, names.index("log_std"), weights)
-        product = meta_kl_hessian_product(jacobian, fisher, valid.num_tasks, cfg.cg_damping)
+        valid, num_tasks = batch.valid, batch.valid.num_tasks
+        second_order = not cfg.first_order
+        params = [p.detach().expand(num_tasks, *p.shape) for p in self.policy.parameters()]
+        inner_losses = []
+        for episodes in batch.train:  # θ'_k = θ - α ∇L_k(θ), as in inner_update
+            loss = self.log_likelihood(params, episodes, -1.0, second_order)
+            inner_losses.append(loss)
+            params = [p - cfg.inner_lr * g for p, g in zip(params, loss.gradient)]
+        # At θ'_old the importance ratio is 1: the surrogate's gradient is the log-likelihood's.
+        post = self.log_likelihood(params, valid, -1.0 / num_tasks, second_order=False)
+        jacobian = AdaptationJacobian(inner_losses, cfg.inner_lr, cfg.first_order)
+        gradient = flatten([g.sum(0) for g in jacobian.vjp(post.gradient)])
+        surrogate = post.rho.sum()
+        weights = samples_by_task(valid.mask / valid.mask.sum(dim=(0, 2), keepdim=True))
+        log_std = split_parameters(params)[2]
+        fisher = GaussianFisher(post.network, log_std, weights / num_tasks)
+        product = meta_kl_hessian_product(jacobian, fisher, num_tasks, cfg.cg_damping)
         like = list(self.policy.parameters())
 
         def flat_product(vector: Tensor) -> Tensor:
             return flatten(product(unflatten(vector, like)))
 
-        return surrogate.detach(), gradient, flat_product
+        steps, _, trajectories = valid.mask.shape
+        mean = post.network.output.view(num_tasks, steps, trajectories, -1).movedim(0, 1)
+        old = (mean, log_std.unsqueeze(-2))
+        return MetaCurvature(surrogate, gradient, flat_product, old)
 
-    def curvature_by_double_backprop(
-        self, batch: MetaBatch
-    ) -> tuple[Tensor, Tensor, Callable[[Tensor], Tensor]]:
-        """The same triple as :meth:`curvature`, by double backpropagation of the KL through the
+    def curvature_by_double_backprop(self, batch: MetaBatch) -> MetaCurvature:
+        """The same as :meth:`curvature`, by double backpropagation of the KL through the
         inner update(s) (as pytorch-maml-rl does): the slower reference."""
         params = self.policy.meta_parameters()
         tensors = list(params.values())
-        surrogate, kl = self.meta_objective(params, batch)
+        old = self.old_distribution(batch)
+        adapted = self.adapt(params, batch, create_graph=True)
+        surrogate, kl = self.surrogate_and_kl(adapted, batch, old)
         gradient = flatten(torch.autograd.grad(surrogate, tensors, retain_graph=True))
         product = hessian_vector_product(kl, tensors, self.config.cg_damping)
-        return surrogate.detach(), gradient, product
+        return MetaCurvature(surrogate.detach(), gradient, product, old)
 
     # ------------------------------------------------------------------ TRPO meta-step
     def meta_step(self, batch: MetaBatch) -> MetaStepInfo:
@@ -266,16 +281,17 @@ class MAMLTRPO:
         check_finite("advantages", *(e.advantages for e in episodes if e.advantages is not None))
         start = time.perf_counter()
         if cfg.hessian_method == "jacobian":
-            surrogate, gradient, fisher_product = self.curvature(batch)
+            meta = self.curvature(batch)
         else:
-            surrogate, gradient, fisher_product = self.curvature_by_double_backprop(batch)
+            meta = self.curvature_by_double_backprop(batch)
+        surrogate, gradient, fisher_product = meta.surrogate, meta.gradient, meta.product
         times["meta_gradient"] = time.perf_counter() - start
-        check_finite("loss", surrogate)
+        check_finite("loss", surrogate, *meta.old)  # the old policies: the KL's reference
         check_finite("gradient", gradient)
 
         start = time.perf_counter()
-        direction = conjugate_gradient(fisher_product, -gradient, cfg.cg_iterations)
-        curvature = 0.5 * direction @ fisher_product(direction)
+        solved = conjugate_gradient(fisher_product, -gradient, cfg.cg_iterations)
+        direction, curvature = solved.solution, 0.5 * solved.quadratic_form()
         times["conjugate_gradient"] = time.perf_counter() - start
         check_finite("cg_direction", direction, curvature)
 
@@ -288,13 +304,12 @@ class MAMLTRPO:
         tensors = list(self.policy.parameters())
         names = list(self.policy.meta_parameters())
         current = flatten([t.detach() for t in tensors])
-        old = self.old_distribution(batch)
 
         def evaluate(candidate: Tensor) -> tuple[float, float]:
             trial = {n: t.requires_grad_() for n, t in zip(names, unflatten(candidate, tensors))}
             adapted = self.adapt(trial, batch)
             with torch.no_grad():
-                loss, divergence = self.surrogate_and_kl(adapted, batch, old)
+                loss, divergence = self.surrogate_and_kl(adapted, batch, meta.old)
             return float(loss.item()), float(divergence.item())
 
         new_params, search = backtracking_line_search(

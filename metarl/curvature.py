@@ -1,5 +1,4 @@
-"""Exact Hessian-vector products of the meta-KL through the inner update, without double
-backpropagation through the whole meta-objective.
+"""Exact first and second derivatives of the meta-objective, from hand-derived products.
 
 The trust-region constraint is ``KL(θ) = mean_k KL(π_{θ'_k,old} ‖ π_{θ'_k(θ)})``.  At the current
 meta-parameters its gradient is zero, so its Hessian there is exactly
@@ -9,105 +8,213 @@ meta-parameters its gradient is zero, so its Hessian there is exactly
 with ``F_k`` the Fisher matrix of the adapted Gaussian policy on task k's post-update states and
 ``H_k^{(i)}`` the Hessian of task k's inner loss at inner step i (first-order MAML: ``J_k = I``).
 
-Each product is built from pieces whose graphs are made once per meta-step and reused by every
-conjugate-gradient iteration:
+Every product is made of passes through the policy's mean network (:class:`MeanNetwork`) whose
+forward activations and backward deltas are computed once per meta-step, for all tasks at once:
 
-* ``H u`` — a vector-Jacobian product of the inner gradient (itself built with ``create_graph``),
-  for all tasks at once since the per-task losses are independent (block-diagonal Hessian);
-* ``F u = J_μᵀ diag(w/σ²) J_μ u + 2 w log σ-part`` — the Gaussian Fisher in closed form, with
-  ``J_μ u`` by the double-vjp trick and ``J_μᵀ z`` by one reverse pass.
+* ``J_μ u`` — a forward tangent pass (Pearlmutter's R-operator);
+* ``J_μᵀ z`` — a reverse pass;
+* ``H u`` — the R-operator applied to the reverse pass of the inner gradient, plus the Gaussian
+  log-likelihood's closed-form second derivatives in μ and log σ (:class:`GaussianLogLikelihood`);
+* ``F u = J_μᵀ diag(w/σ²) J_μ u`` and ``2 w u`` for log σ (:class:`GaussianFisher`).
+
+No autograd graph is built: a product costs a few batched matmuls per layer.  The tests compare
+every product with double backpropagation through the whole meta-objective.
+
+Parameter lists follow ``GaussianMLPPolicy.parameters()``: ``[log σ, W_0, b_0, …, W_{L-1},
+b_{L-1}]``, each with a leading task dimension ``K`` (``W_l``: ``[K, out, in]``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 Vectors = list[Tensor]
+Tangents = list[tuple[Tensor, Tensor]]  # (ż_l, ȧ_l) of the hidden layers
 
 
-@dataclass
-class InnerStep:
-    """One inner step ``θ^{(i+1)} = θ^{(i)} - α g(θ^{(i)})`` with per-task leaf parameters and
-    the inner gradient's graph (``create_graph=True``), kept for Hessian products."""
+def split_parameters(vectors: Vectors) -> tuple[Vectors, Vectors, Tensor]:
+    """``[log σ, W_0, b_0, …]`` -> (weights, biases, log σ)."""
+    return vectors[1::2], vectors[2::2], vectors[0]
 
-    params: Vectors  # per-task leaves θ^{(i)}, each [K, ...], requires_grad
-    gradient: Vectors  # g(θ^{(i)}), differentiable w.r.t. params
+
+def join_parameters(weights: Vectors, biases: Vectors, log_std: Tensor) -> Vectors:
+    """The inverse of :func:`split_parameters`."""
+    return [log_std, *(t for pair in zip(weights, biases) for t in pair)]
+
+
+def _activate(pre: Tensor, nonlinearity: str) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Activation, its first derivative, and its second derivative (None where it is zero)."""
+    if nonlinearity == "tanh":
+        hidden = torch.tanh(pre)
+        slope = 1 - hidden * hidden
+        return hidden, slope, -2 * hidden * slope
+    if nonlinearity == "relu":
+        return torch.relu(pre), (pre > 0).to(pre.dtype), None
+    raise ValueError(f"nonlinearity must be 'relu' or 'tanh', got {nonlinearity!r}")
+
+
+class MeanNetwork:
+    """The policy's mean MLP at per-task parameters on fixed per-task inputs ``[K, N, in]``,
+    with its forward pass kept for products with its first and second derivatives."""
+
+    def __init__(self, weights: Vectors, biases: Vectors, inputs: Tensor, nonlinearity: str):
+        self.weights = weights
+        self.layer_inputs = [inputs]  # a_0 = x, a_1, …, a_{L-1}
+        self.slopes: Vectors = []  # σ'(z_l) of the hidden layers
+        self.curvatures: list[Tensor | None] = []  # σ''(z_l)
+        self.deltas: Vectors = []  # kept by vjp(keep=True): ∂/∂z_l, output layer first,
+        self.bends: Vectors = []  # and σ''(z_l) ∂/∂a_l where σ'' is not zero
+        hidden = inputs
+        for weight, bias in zip(weights[:-1], biases[:-1]):
+            pre = torch.baddbmm(bias.unsqueeze(1), hidden, weight.transpose(1, 2))
+            hidden, slope, curvature = _activate(pre, nonlinearity)
+            self.layer_inputs.append(hidden)
+            self.slopes.append(slope)
+            self.curvatures.append(curvature)
+        self.output = torch.baddbmm(biases[-1].unsqueeze(1), hidden, weights[-1].transpose(1, 2))
+
+    def jvp(self, weight_tangents: Vectors, bias_tangents: Vectors) -> tuple[Tensor, Tangents]:
+        """``J_μ u``: the output's tangent, and the tangents of the hidden pre-activations and
+        activations (for :meth:`vjp_tangent`)."""
+        hidden_tangents: Tangents = []
+        tangent = None  # of the current layer's input; the network's input is constant
+        for i, (weight, dw, db) in enumerate(zip(self.weights, weight_tangents, bias_tangents)):
+            out = torch.baddbmm(db.unsqueeze(1), self.layer_inputs[i], dw.transpose(1, 2))
+            if tangent is not None:
+                out.baddbmm_(tangent, weight.transpose(1, 2))
+            if i == len(self.weights) - 1:
+                return out, hidden_tangents
+            tangent = out * self.slopes[i]
+            hidden_tangents.append((out, tangent))
+        raise AssertionError("unreachable: the network has at least one layer")
+
+    def vjp(self, cotangent: Tensor, keep: bool = False) -> tuple[Vectors, Vectors]:
+        """``J_μᵀ z`` for an output cotangent ``z`` ``[K, N, out]``: weight and bias cotangents.
+        With ``keep`` what :meth:`vjp_tangent` needs is kept."""
+        weight_grads, bias_grads = [], []
+        delta = cotangent
+        for i in reversed(range(len(self.weights))):
+            if keep:
+                self.deltas.append(delta)
+            weight_grads.append(torch.bmm(delta.transpose(1, 2), self.layer_inputs[i]))
+            bias_grads.append(delta.sum(1))
+            if i > 0:
+                backprop = torch.bmm(delta, self.weights[i])
+                curvature = self.curvatures[i - 1]
+                if keep and curvature is not None:
+                    self.bends.append(backprop * curvature)
+                delta = backprop.mul_(self.slopes[i - 1])
+        return weight_grads[::-1], bias_grads[::-1]
+
+    def vjp_tangent(
+        self, cotangent_tangent: Tensor, weight_tangents: Vectors, hidden_tangents: Tangents
+    ) -> tuple[Vectors, Vectors]:
+        """The directional derivative of the kept ``vjp(z)`` when the parameters move along
+        ``u`` (whose :meth:`jvp` gave ``hidden_tangents``) and the cotangent along ``ż``."""
+        weight_out, bias_out = [], []
+        bends = iter(self.bends)
+        r_delta = cotangent_tangent
+        for delta, i in zip(self.deltas, reversed(range(len(self.weights)))):
+            r_weight = torch.bmm(r_delta.transpose(1, 2), self.layer_inputs[i])
+            bias_out.append(r_delta.sum(1))
+            if i > 0:
+                pre_tangent, hidden_tangent = hidden_tangents[i - 1]
+                r_weight.baddbmm_(delta.transpose(1, 2), hidden_tangent)
+                r_back = torch.bmm(delta, weight_tangents[i]).baddbmm_(r_delta, self.weights[i])
+                r_delta = r_back.mul_(self.slopes[i - 1])
+                if self.curvatures[i - 1] is not None:
+                    r_delta.addcmul_(next(bends), pre_tangent)
+            weight_out.append(r_weight)
+        return weight_out[::-1], bias_out[::-1]
+
+
+class GaussianLogLikelihood:
+    """``ℓ_k = Σ_i ρ_i log π_k(a_i|s_i)`` for every task k of a Gaussian policy with mean
+    ``network`` and state-independent ``log_std`` ``[K, A]``, with its gradient (computed at
+    construction) and, with ``second_order``, exact Hessian-vector products.
+
+    ``ρ`` ``[K, N]`` are per-sample weights: ``-mask·A / count`` makes ℓ the REINFORCE loss.
+    """
+
+    def __init__(
+        self,
+        network: MeanNetwork,
+        log_std: Tensor,
+        actions: Tensor,
+        rho: Tensor,
+        second_order: bool = True,
+    ) -> None:
+        self.network = network
+        self.rho = rho.unsqueeze(-1)
+        self.precision = torch.exp(-2 * log_std).unsqueeze(1)  # 1/σ², [K, 1, A]
+        self.residual = actions - network.output  # a - μ
+        self.scaled = self.residual * self.precision  # ∂ log π / ∂μ
+        weights, biases = network.vjp(self.rho * self.scaled, keep=second_order)
+        log_std_grad = (self.rho * (self.residual * self.scaled - 1)).sum(1)
+        self.gradient = join_parameters(weights, biases, log_std_grad)
 
     def hessian_product(self, vectors: Vectors) -> Vectors:
-        """``H^{(i)} u`` for every task: the vjp of the gradient (the Hessian is symmetric)."""
-        return list(torch.autograd.grad(self.gradient, self.params, vectors, retain_graph=True))
+        """``∇²ℓ_k u_k`` for every task."""
+        dw, db, ds = split_parameters(vectors)
+        ds = ds.unsqueeze(1)
+        mean_tangent, hidden_tangents = self.network.jvp(dw, db)
+        cotangent_tangent = -self.rho * self.precision * (mean_tangent + 2 * self.residual * ds)
+        weights, biases = self.network.vjp_tangent(cotangent_tangent, dw, hidden_tangents)
+        log_std = -2 * (self.rho * self.scaled * (mean_tangent + self.residual * ds)).sum(1)
+        return join_parameters(weights, biases, log_std)
 
 
 class AdaptationJacobian:
-    """Products with ``J_k = Π_i (I - α H_k^{(i)})`` for all tasks at once."""
+    """Products with ``J_k = Π_i (I - α H_k^{(i)})`` for all tasks at once, ``H_k^{(i)}`` the
+    Hessian of inner step i's loss."""
 
-    def __init__(self, steps: list[InnerStep], inner_lr: float, first_order: bool) -> None:
-        self.steps = steps
+    def __init__(
+        self, losses: list[GaussianLogLikelihood], inner_lr: float, first_order: bool
+    ) -> None:
+        self.losses = losses
         self.inner_lr = inner_lr
         self.first_order = first_order
 
-    def _through(self, step: InnerStep, vectors: Vectors) -> Vectors:
-        products = step.hessian_product(vectors)
+    def _through(self, loss: GaussianLogLikelihood, vectors: Vectors) -> Vectors:
+        products = loss.hessian_product(vectors)
         return [v - self.inner_lr * hv for v, hv in zip(vectors, products)]
 
     def jvp(self, vectors: Vectors) -> Vectors:
         """``J u``: tangents of θ (per task) pushed through the inner steps in order."""
         if self.first_order:
             return vectors
-        for step in self.steps:
-            vectors = self._through(step, vectors)
+        for loss in self.losses:
+            vectors = self._through(loss, vectors)
         return vectors
 
     def vjp(self, vectors: Vectors) -> Vectors:
         """``Jᵀ z``: cotangents of θ' pulled back through the inner steps in reverse."""
         if self.first_order:
             return vectors
-        for step in reversed(self.steps):
-            vectors = self._through(step, vectors)
+        for loss in reversed(self.losses):
+            vectors = self._through(loss, vectors)
         return vectors
 
 
 class GaussianFisher:
-    """Products with the Fisher matrices of a Gaussian policy with state-independent log σ.
+    """Products with the Fisher matrices of a Gaussian policy with mean ``network`` and
+    state-independent ``log_std`` ``[K, A]``, weighted per state by ``weights`` ``[K, N]`` (so
+    that they are the Hessians of the weighted mean KL)."""
 
-    ``mean`` must be computed from the leaves ``params`` (with graph); ``log_std_index`` says which
-    leaf is log σ (shape ``[K, A]``).  ``weights`` ``[..., K, M]`` are the per-state weights of the
-    KL average (mask / count / K), so the products are those of the mean KL's Hessian.
-    """
-
-    def __init__(self, params: Vectors, mean: Tensor, log_std_index: int, weights: Tensor) -> None:
-        self.params = params
-        self.mean = mean
-        self.log_std_index = log_std_index
-        log_std = params[log_std_index].detach()
-        self.mean_precision = weights.unsqueeze(-1) * torch.exp(-2 * log_std).unsqueeze(-2)
-        self.log_std_weight = 2.0 * weights.sum(dim=tuple(range(weights.dim() - 2)) + (-1,))
-        self._cotangent = torch.zeros_like(mean, requires_grad=True)
-        self._transposed = torch.autograd.grad(
-            mean, params, self._cotangent, create_graph=True, allow_unused=True
-        )
+    def __init__(self, network: MeanNetwork, log_std: Tensor, weights: Tensor) -> None:
+        self.network = network
+        self.mean_precision = weights.unsqueeze(-1) * torch.exp(-2 * log_std).unsqueeze(1)
+        self.log_std_weight = 2 * weights.sum(1, keepdim=True)
 
     def product(self, vectors: Vectors) -> Vectors:
-        """``F u`` per task."""
-        pairs = [(t, v) for t, v in zip(self._transposed, vectors) if t is not None]
-        mean_tangent = torch.autograd.grad(
-            [t for t, _ in pairs], self._cotangent, [v for _, v in pairs], retain_graph=True
-        )[0]
-        pulled = torch.autograd.grad(
-            self.mean,
-            self.params,
-            self.mean_precision * mean_tangent,
-            retain_graph=True,
-            allow_unused=True,
-        )
-        out = [torch.zeros_like(v) if p is None else p for p, v in zip(pulled, vectors)]
-        index = self.log_std_index
-        out[index] = out[index] + self.log_std_weight.unsqueeze(-1) * vectors[index]
-        return out
+        """``F_k u_k`` for every task."""
+        dw, db, ds = split_parameters(vectors)
+        mean_tangent, _ = self.network.jvp(dw, db)
+        weights, biases = self.network.vjp(self.mean_precision * mean_tangent)
+        return join_parameters(weights, biases, self.log_std_weight * ds)
 
 
 def meta_kl_hessian_product(

@@ -92,6 +92,12 @@ def normalize_per_task(values: Tensor, mask: Tensor, eps: float = 1e-8) -> Tenso
     return (values - mean) / (var.sqrt() + eps) * mask
 
 
+def samples_by_task(values: Tensor, event_dims: int = 0) -> Tensor:
+    """``[..., K, M, *event]`` -> ``[K, N, *event]``: each task's samples in one row (a copy)."""
+    moved = values.movedim(values.dim() - event_dims - 2, 0)
+    return moved.reshape(moved.shape[0], -1, *moved.shape[moved.dim() - event_dims :])
+
+
 def masked_mean_per_task(values: Tensor, mask: Tensor) -> Tensor:
     """Mean over time and trajectories of each task, masked steps excluded: shape ``[K]``."""
     return (values * mask).sum(dim=(0, 2)) / mask.sum(dim=(0, 2))

@@ -26,12 +26,24 @@ def unflatten(vector: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
     return out
 
 
+@dataclass
+class ConjugateGradientResult:
+    """Outcome of :func:`conjugate_gradient`."""
+
+    solution: Tensor  # x
+    product: Tensor  # A x, as b - r with the residual r kept by the iteration (no extra product)
+
+    def quadratic_form(self) -> Tensor:
+        """``xᵀ A x``."""
+        return self.solution @ self.product
+
+
 def conjugate_gradient(
     matrix_vector_product: Callable[[Tensor], Tensor],
     b: Tensor,
     num_iterations: int = 10,
     residual_tol: float = 1e-10,
-) -> Tensor:
+) -> ConjugateGradientResult:
     """Approximately solve ``A x = b`` for symmetric positive-definite ``A`` given ``v ↦ A v``.
 
     Standard CG (Hestenes & Stiefel 1952; Nocedal & Wright, Algorithm 5.2) from ``x₀ = 0``,
@@ -51,7 +63,7 @@ def conjugate_gradient(
         new_r_dot_r = r @ r
         p = r + (new_r_dot_r / r_dot_r) * p
         r_dot_r = new_r_dot_r
-    return x
+    return ConjugateGradientResult(x, b - r)
 
 
 def hessian_vector_product(

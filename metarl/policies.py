@@ -17,6 +17,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from metarl.episodes import samples_by_task
+
 Params = dict[str, Tensor]
 
 NONLINEARITIES: dict[str, Callable[[Tensor], Tensor]] = {
@@ -66,9 +68,9 @@ class GaussianMLPPolicy(nn.Module):
         if log_std.dim() == 1:
             return self._mlp(observations, params), log_std
         # One parameter set per task: bring K to the front so each task is one large matmul.
-        per_task = observations.movedim(-3, 0)
-        flat = per_task.reshape(per_task.shape[0], -1, per_task.shape[-1])
-        mean = self._mlp(flat, params).view(*per_task.shape[:-1], -1).movedim(0, -3)
+        mean = self._mlp(samples_by_task(observations, 1), params)
+        mean = mean.view(log_std.shape[0], *observations.shape[:-3], observations.shape[-2], -1)
+        mean = mean.movedim(0, -3)
         return mean, log_std.unsqueeze(-2)
 
     def _mlp(self, inputs: Tensor, params: Params) -> Tensor:

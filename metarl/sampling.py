@@ -17,6 +17,7 @@ import torch
 from envs import BatchedEnv, Task, TaskFamily
 from metarl.episodes import Episodes
 from metarl.policies import GaussianMLPPolicy, Params
+from metarl.runtime import keep_freed_memory
 
 
 class BatchSampler:
@@ -41,6 +42,7 @@ class BatchSampler:
             int(seeds[1].generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
         )
         self._envs: dict[int, BatchedEnv] = {}
+        keep_freed_memory()  # the per-step policy buffers are reused, not page-faulted anew
 
     def _env(self, num_envs: int) -> BatchedEnv:
         if num_envs not in self._envs:

@@ -21,7 +21,23 @@ def test_conjugate_gradient_matches_direct_solve(dim: int) -> None:
     matrix = m @ m.T + 0.1 * torch.eye(dim, dtype=torch.float64)
     b = torch.randn(dim, generator=generator, dtype=torch.float64)
     x = conjugate_gradient(lambda v: matrix @ v, b, num_iterations=10 * dim, residual_tol=1e-20)
-    torch.testing.assert_close(x, torch.linalg.solve(matrix, b), rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(x.solution, torch.linalg.solve(matrix, b), rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("num_iterations", [1, 4, 10])
+def test_conjugate_gradient_product_is_a_times_the_unconverged_solution(
+    num_iterations: int,
+) -> None:
+    generator = torch.Generator().manual_seed(num_iterations)
+    m = torch.randn(30, 30, generator=generator, dtype=torch.float64)
+    matrix = m @ m.T + 1e-3 * torch.eye(30, dtype=torch.float64)
+    b = torch.randn(30, generator=generator, dtype=torch.float64)
+    result = conjugate_gradient(lambda v: matrix @ v, b, num_iterations, residual_tol=0.0)
+    assert not torch.allclose(result.product, b)  # far from converged: r matters
+    torch.testing.assert_close(result.product, matrix @ result.solution, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(
+        result.quadratic_form(), result.solution @ matrix @ result.solution, rtol=1e-9, atol=0
+    )
 
 
 def test_conjugate_gradient_is_exact_in_dim_steps_for_few_eigenvalues() -> None:
@@ -30,7 +46,7 @@ def test_conjugate_gradient_is_exact_in_dim_steps_for_few_eigenvalues() -> None:
     eigenvalues = torch.tensor([1.0, 1.0, 1.0, 5.0, 5.0, 9.0, 9.0, 9.0], dtype=torch.float64)
     matrix = q @ torch.diag(eigenvalues) @ q.T
     b = torch.randn(8, dtype=torch.float64)
-    x = conjugate_gradient(lambda v: matrix @ v, b, num_iterations=3, residual_tol=0.0)
+    x = conjugate_gradient(lambda v: matrix @ v, b, num_iterations=3, residual_tol=0.0).solution
     torch.testing.assert_close(matrix @ x, b, rtol=1e-9, atol=1e-9)
 
 
