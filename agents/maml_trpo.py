@@ -127,8 +127,7 @@ class MAMLTRPO:
             episodes = self.prepare(sampler.sample(tasks, self.policy, params))
             train.append(episodes)
             start = time.perf_counter()
-            adapted = self.inner_update(params, episodes)
-            params = {k: v.detach().requires_grad_() for k, v in adapted.items()}
+            params = self.inner_update(params, episodes)
             adaptation_time += time.perf_counter() - start
         valid = self.prepare(sampler.sample(tasks, self.policy, params))
         return MetaBatch(train, valid), adaptation_time
@@ -162,18 +161,25 @@ class MAMLTRPO:
         (α = ``inner_lr``, by default the config's).
 
         ``params`` is shared (the meta-parameters) or already per task; the result is per task.
-        With ``create_graph`` the step stays differentiable to second order; in first-order mode
-        the inner gradient is treated as a constant.
+        With ``create_graph`` the step is an autograd expression, differentiable to second order
+        (in first-order mode the inner gradient is treated as a constant): the reference path of
+        double backpropagation.  Without it the gradient is the hand-derived one of
+        :meth:`log_likelihood` and the result is a constant.
         """
         num_tasks = episodes.num_tasks
         per_task = {
             name: p if p.dim() > reference.dim() else p.expand(num_tasks, *p.shape)
             for (name, p), reference in zip(params.items(), self.policy.parameters())
         }
-        loss = self.inner_loss(per_task, episodes).sum()
-        second_order = create_graph and not self.config.first_order
-        grads = torch.autograd.grad(loss, list(per_task.values()), create_graph=second_order)
         step_size = self.config.inner_lr if inner_lr is None else inner_lr
+        if not create_graph:
+            with torch.no_grad():
+                tensors = [p.detach() for p in per_task.values()]
+                grads = self.log_likelihood(tensors, episodes, -1.0, second_order=False).gradient
+                return {name: p - step_size * g for name, p, g in zip(per_task, tensors, grads)}
+        loss = self.inner_loss(per_task, episodes).sum()
+        second_order = not self.config.first_order
+        grads = torch.autograd.grad(loss, list(per_task.values()), create_graph=second_order)
         return {name: p - step_size * g for (name, p), g in zip(per_task.items(), grads)}
 
     def adapt(self, params: Params, batch: MetaBatch, create_graph: bool = False) -> Params:
@@ -200,11 +206,9 @@ class MAMLTRPO:
 
     def old_distribution(self, batch: MetaBatch) -> tuple[Tensor, Tensor]:
         """Mean and log σ of the adapted policies at the current meta-parameters (constants)."""
-        with torch.enable_grad():
-            adapted = self.adapt(self.policy.meta_parameters(), batch)
+        adapted = self.adapt(self.policy.meta_parameters(), batch)
         with torch.no_grad():
-            mean, log_std = self.policy.mean_and_log_std(batch.valid.observations, adapted)
-        return mean, log_std
+            return self.policy.mean_and_log_std(batch.valid.observations, adapted)
 
     def meta_objective(self, params: Params, batch: MetaBatch) -> tuple[Tensor, Tensor]:
         """Surrogate and KL as differentiable functions of the meta-parameters ``params``,
@@ -306,8 +310,7 @@ class MAMLTRPO:
         current = flatten([t.detach() for t in tensors])
 
         def evaluate(candidate: Tensor) -> tuple[float, float]:
-            trial = {n: t.requires_grad_() for n, t in zip(names, unflatten(candidate, tensors))}
-            adapted = self.adapt(trial, batch)
+            adapted = self.adapt(dict(zip(names, unflatten(candidate, tensors))), batch)
             with torch.no_grad():
                 loss, divergence = self.surrogate_and_kl(adapted, batch, meta.old)
             return float(loss.item()), float(divergence.item())

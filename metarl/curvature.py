@@ -82,9 +82,10 @@ class MeanNetwork:
         hidden_tangents: Tangents = []
         tangent = None  # of the current layer's input; the network's input is constant
         for i, (weight, dw, db) in enumerate(zip(self.weights, weight_tangents, bias_tangents)):
-            out = torch.baddbmm(db.unsqueeze(1), self.layer_inputs[i], dw.transpose(1, 2))
+            out = torch.bmm(self.layer_inputs[i], dw.transpose(1, 2))
             if tangent is not None:
                 out.baddbmm_(tangent, weight.transpose(1, 2))
+            out += db.unsqueeze(1)  # cheaper than baddbmm's broadcast copy of the bias
             if i == len(self.weights) - 1:
                 return out, hidden_tangents
             tangent = out * self.slopes[i]

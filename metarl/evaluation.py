@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 import envs
 from agents.maml_trpo import MAMLTRPO
@@ -114,9 +113,7 @@ def adaptation_steps(
         episodes = sampler.sample(tasks, agent.policy, params)
         steps.append((params, episodes))
         if step_size is not None:
-            with torch.enable_grad():
-                adapted = agent.inner_update(params, agent.prepare(episodes), inner_lr=step_size)
-            params = {name: p.detach().requires_grad_() for name, p in adapted.items()}
+            params = agent.inner_update(params, agent.prepare(episodes), inner_lr=step_size)
     return steps
 
 

@@ -1,0 +1,110 @@
+"""Cost of the exact meta-KL Hessian-vector product against the matmuls it cannot avoid.
+
+On a config's real meta-batch, times in interleaved rounds (medians reported):
+
+* product: one conjugate-gradient product ``(mean_k J_kᵀ F_k J_k + damping·I) v``
+  (``MAMLTRPO.curvature``), and its parts: one inner-loss Hessian product ``H u`` (twice per
+  product with one inner step) and one Fisher product ``F u``;
+* first-order product: the same with ``J = I`` (first-order MAML: one Fisher product);
+* GEMM: one batched matmul of the widest hidden layer over the post-update batch,
+  ``[K, N, h] x [K, h, h]``: the unit of work.  An exact product needs at least 12 of them
+  (a Hessian product at least 4, a Fisher product 4: forward tangents and reverse pass through
+  the hidden-to-hidden layer), so ``product / GEMM`` shows how close to that floor it runs.
+
+    python benchmarks/bench_curvature.py --config navigation --rounds 5
+    python benchmarks/bench_curvature.py --config halfcheetah_vel --set env.kwargs.physics=gymnasium
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_meta_iteration import make_variant  # noqa: E402
+
+import envs  # noqa: E402
+from metarl.cli import resolve_config_path  # noqa: E402
+from metarl.config import load_config  # noqa: E402
+from metarl.curvature import GaussianFisher, split_parameters  # noqa: E402
+
+
+def timed(function: Callable[[], object], repeats: int) -> float:
+    """Mean seconds per call over ``repeats`` calls."""
+    start = time.perf_counter()
+    for _ in range(repeats):
+        function()
+    return (time.perf_counter() - start) / repeats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--config", default="navigation")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
+    parser.add_argument("--repeats", type=int, default=3, help="calls per workload per round")
+    args = parser.parse_args()
+    config = load_config(resolve_config_path(args.config), args.overrides)
+    family = envs.make_family(config.env.family, seed=0, **config.env.kwargs)
+    tasks = family.sample_tasks(config.algorithm.num_tasks)
+    agent, sampler = make_variant(config, {"first_order": False})
+    first_order, _ = make_variant(config, {"first_order": True})
+    batch, _ = agent.collect(tasks, sampler)
+
+    with torch.no_grad():
+        meta = agent.curvature(batch)
+        meta_first_order = first_order.curvature(batch)
+        vector = torch.randn_like(meta.gradient)
+        num_tasks = batch.valid.num_tasks
+        params = [p.detach().expand(num_tasks, *p.shape) for p in agent.policy.parameters()]
+        loss = agent.log_likelihood(params, batch.train[0], -1.0, second_order=True)
+        post = agent.log_likelihood(params, batch.valid, -1.0, second_order=False)
+        tangents = [torch.randn_like(g) for g in loss.gradient]
+        fisher_weights = torch.ones(post.rho.shape[:2])
+        fisher = GaussianFisher(post.network, split_parameters(params)[2], fisher_weights)
+        hidden = post.network.layer_inputs[-1]
+        width = max(w.shape[1] for w in post.network.weights[:-1])
+        inputs = torch.randn(*hidden.shape[:2], width)
+        weight = torch.randn(hidden.shape[0], width, width)
+        workloads: dict[str, Callable[[], object]] = {
+            "product": lambda: meta.product(vector),
+            "first-order product": lambda: meta_first_order.product(vector),
+            "Hessian product H u": lambda: loss.hessian_product(tangents),
+            "Fisher product F u": lambda: fisher.product(tangents),
+            "GEMM": lambda: torch.bmm(inputs, weight),
+        }
+        for work in workloads.values():
+            work()  # warm-up
+        times: dict[str, list[float]] = {name: [] for name in workloads}
+        for _ in range(args.rounds):
+            for name, work in workloads.items():
+                times[name].append(timed(work, args.repeats))
+
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    gemm = medians["GEMM"]
+    num_tasks, num_samples = inputs.shape[:2]
+    print(
+        f"config {args.config} {' '.join(args.overrides)}: {config.env.family}, "
+        f"K={num_tasks} tasks x N={num_samples} post-update samples, policy "
+        f"{list(config.policy.hidden_sizes)} {config.policy.nonlinearity}, "
+        f"torch threads {torch.get_num_threads()}, medians of {args.rounds} rounds"
+    )
+    print(f"{'workload':24s} {'ms':>9s} {'/ GEMM':>8s}")
+    for name, value in medians.items():
+        print(f"{name:24s} {value * 1e3:9.1f} {value / gemm:8.1f}")
+    print(
+        f"GEMM = [K, N, {width}] x [K, {width}, {width}]: "
+        f"{2 * num_tasks * num_samples * width * width / gemm / 1e9:.0f} GFLOP/s; "
+        f"floor of an exact product: 12 GEMMs = {12 * gemm * 1e3:.1f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
