@@ -175,11 +175,16 @@ class MAMLTRPO:
         if not create_graph:
             with torch.no_grad():
                 tensors = [p.detach() for p in per_task.values()]
-                grads = self.log_likelihood(tensors, episodes, -1.0, second_order=False).gradient
-                return {name: p - step_size * g for name, p, g in zip(per_task, tensors, grads)}
-        loss = self.inner_loss(per_task, episodes).sum()
+                loss = self.log_likelihood(tensors, episodes, -1.0, second_order=False)
+                return {
+                    name: p - step_size * g for name, p, g in zip(per_task, tensors, loss.gradient)
+                }
         second_order = not self.config.first_order
-        grads = torch.autograd.grad(loss, list(per_task.values()), create_graph=second_order)
+        grads = torch.autograd.grad(
+            self.inner_loss(per_task, episodes).sum(),
+            list(per_task.values()),
+            create_graph=second_order,
+        )
         return {name: p - step_size * g for (name, p), g in zip(per_task.items(), grads)}
 
     def adapt(self, params: Params, batch: MetaBatch, create_graph: bool = False) -> Params:
