@@ -35,7 +35,7 @@ def _autograd_mean(policy: GaussianMLPPolicy, params: list[torch.Tensor], inputs
     return mean.squeeze(0), log_std  # [K, N, A], [K, 1, A]
 
 
-CASES = [((5,), "tanh"), ((5, 4), "relu"), ((5, 4, 3), "tanh"), ((6, 5, 4), "relu")]
+CASES = [((), "tanh"), ((5,), "tanh"), ((5, 4), "relu"), ((5, 4, 3), "tanh"), ((6, 5, 4), "relu")]
 
 
 @pytest.mark.parametrize("hidden,nonlinearity", CASES)
