@@ -158,3 +158,21 @@ def test_meta_step_that_finds_no_step_leaves_parameters_unchanged() -> None:
     assert not info.accepted and info.line_search_steps == 3
     for old, new in zip(before, agent.policy.parameters()):
         assert torch.equal(old, new)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("case", ["one-step", "two-steps", "first-order"])
+def test_meta_step_on_cuda_matches_the_cpu(case: str) -> None:
+    """Learning on the GPU (sampling stays on the CPU) takes the CPU path's meta-step."""
+    cpu_agent, batch = make_agent(**CASES[case])
+    gpu_agent, _ = make_agent(**CASES[case])
+    gpu_agent.policy.to("cuda")
+    gpu_train = [gpu_agent.prepare(episodes) for episodes in batch.train]
+    gpu_batch = MetaBatch(gpu_train, gpu_agent.prepare(batch.valid))
+    cpu, gpu = cpu_agent.curvature(batch), gpu_agent.curvature(gpu_batch)
+    torch.testing.assert_close(gpu.gradient.cpu(), cpu.gradient, rtol=1e-9, atol=1e-12)
+    v = torch.randn_like(cpu.gradient)
+    torch.testing.assert_close(gpu.product(v.cuda()).cpu(), cpu.product(v), rtol=1e-9, atol=1e-12)
+    cpu_info, gpu_info = cpu_agent.meta_step(batch), gpu_agent.meta_step(gpu_batch)
+    assert gpu_info.accepted == cpu_info.accepted
+    assert gpu_info.surrogate_after == pytest.approx(cpu_info.surrogate_after, rel=1e-4)
