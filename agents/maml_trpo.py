@@ -43,11 +43,12 @@ from metarl.curvature import (
 )
 from metarl.episodes import (
     Episodes,
+    TaskSamples,
     discounted_returns,
     generalized_advantages,
+    live_samples,
     masked_mean_per_task,
     normalize_per_task,
-    samples_by_task,
 )
 from metarl.numerics import NonFiniteError, check_finite
 from metarl.optim import (
@@ -175,7 +176,8 @@ class MAMLTRPO:
         if not create_graph:
             with torch.no_grad():
                 tensors = [p.detach() for p in per_task.values()]
-                loss = self.log_likelihood(tensors, episodes, -1.0, second_order=False)
+                samples = live_samples(episodes)
+                loss = self.log_likelihood(tensors, samples, -1.0, second_order=False)
                 return {
                     name: p - step_size * g for name, p, g in zip(per_task, tensors, loss.gradient)
                 }
@@ -222,18 +224,15 @@ class MAMLTRPO:
         return self.surrogate_and_kl(adapted, batch, self.old_distribution(batch))
 
     def log_likelihood(
-        self, params: Vectors, episodes: Episodes, scale: float, second_order: bool
+        self, params: Vectors, samples: TaskSamples, scale: float, second_order: bool
     ) -> GaussianLogLikelihood:
-        """``scale · Σ_k mean_t,m[A log π_k(a|s)]`` on ``episodes`` at per-task ``params``
-        (scale -1: the inner losses), with its exact derivatives (:mod:`metarl.curvature`)."""
-        assert episodes.advantages is not None, "prepare() attaches advantages"
+        """``scale · Σ_k mean_t,m[A log π_k(a|s)]`` over the live ``samples`` at per-task
+        ``params`` (scale -1: the inner losses), with its exact derivatives
+        (:mod:`metarl.curvature`)."""
         weights, biases, log_std = split_parameters(params)
-        inputs = samples_by_task(episodes.observations, 1)
-        network = MeanNetwork(weights, biases, inputs, self.policy.nonlinearity)
-        count = episodes.mask.sum(dim=(0, 2), keepdim=True)
-        rho = samples_by_task(scale * episodes.advantages * episodes.mask / count)
-        actions = samples_by_task(episodes.actions, 1)
-        return GaussianLogLikelihood(network, log_std, actions, rho, second_order)
+        network = MeanNetwork(weights, biases, samples.observations, self.policy.nonlinearity)
+        rho = scale * samples.advantages * samples.weights
+        return GaussianLogLikelihood(network, log_std, samples.actions, rho, second_order)
 
     @torch.no_grad()
     def curvature(self, batch: MetaBatch) -> MetaCurvature:
@@ -246,17 +245,17 @@ class MAMLTRPO:
         params = [p.detach().expand(num_tasks, *p.shape) for p in self.policy.parameters()]
         inner_losses = []
         for episodes in batch.train:  # θ'_k = θ - α ∇L_k(θ), as in inner_update
-            loss = self.log_likelihood(params, episodes, -1.0, second_order)
+            loss = self.log_likelihood(params, live_samples(episodes), -1.0, second_order)
             inner_losses.append(loss)
             params = [p - cfg.inner_lr * g for p, g in zip(params, loss.gradient)]
         # At θ'_old the importance ratio is 1: the surrogate's gradient is the log-likelihood's.
-        post = self.log_likelihood(params, valid, -1.0 / num_tasks, second_order=False)
+        samples = live_samples(valid)
+        post = self.log_likelihood(params, samples, -1.0 / num_tasks, second_order=False)
         jacobian = AdaptationJacobian(inner_losses, cfg.inner_lr, cfg.first_order)
         gradient = flatten([g.sum(0) for g in jacobian.vjp(post.gradient)])
         surrogate = post.rho.sum()
-        weights = samples_by_task(valid.mask / valid.mask.sum(dim=(0, 2), keepdim=True))
         log_std = split_parameters(params)[2]
-        fisher = GaussianFisher(post.network, log_std, weights / num_tasks)
+        fisher = GaussianFisher(post.network, log_std, samples.weights / num_tasks)
         product = meta_kl_hessian_product(jacobian, fisher, num_tasks, cfg.cg_damping)
         like = list(self.policy.parameters())
 
@@ -264,7 +263,8 @@ class MAMLTRPO:
             return flatten(product(unflatten(vector, like)))
 
         steps, _, trajectories = valid.mask.shape
-        mean = post.network.output.view(num_tasks, steps, trajectories, -1).movedim(0, 1)
+        mean = samples.scatter(post.network.output, steps * trajectories)  # 0 where not taken
+        mean = mean.view(num_tasks, steps, trajectories, -1).movedim(0, 1)
         old = (mean, log_std.unsqueeze(-2))
         return MetaCurvature(surrogate, gradient, flat_product, old)
 

@@ -34,6 +34,7 @@ import envs  # noqa: E402
 from metarl.cli import resolve_config_path  # noqa: E402
 from metarl.config import load_config  # noqa: E402
 from metarl.curvature import GaussianFisher, split_parameters  # noqa: E402
+from metarl.episodes import live_samples  # noqa: E402
 
 
 def timed(function: Callable[[], object], repeats: int) -> float:
@@ -64,8 +65,8 @@ def main() -> None:
         vector = torch.randn_like(meta.gradient)
         num_tasks = batch.valid.num_tasks
         params = [p.detach().expand(num_tasks, *p.shape) for p in agent.policy.parameters()]
-        loss = agent.log_likelihood(params, batch.train[0], -1.0, second_order=True)
-        post = agent.log_likelihood(params, batch.valid, -1.0, second_order=False)
+        loss = agent.log_likelihood(params, live_samples(batch.train[0]), -1.0, True)
+        post = agent.log_likelihood(params, live_samples(batch.valid), -1.0, False)
         tangents = [torch.randn_like(g) for g in loss.gradient]
         fisher_weights = torch.ones(post.rho.shape[:2])
         fisher = GaussianFisher(post.network, split_parameters(params)[2], fisher_weights)

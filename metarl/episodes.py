@@ -98,6 +98,52 @@ def samples_by_task(values: Tensor, event_dims: int = 0) -> Tensor:
     return moved.reshape(moved.shape[0], -1, *moved.shape[moved.dim() - event_dims :])
 
 
+@dataclass
+class TaskSamples:
+    """Each task's live steps as rows ``[K, N, ...]``, N the most live steps of any task: the
+    learning step skips the steps after episodes ended.  Rows past a task's live steps are
+    padding (steps that were not taken) with weight 0."""
+
+    observations: Tensor  # [K, N, obs_dim]
+    actions: Tensor  # [K, N, action_dim]
+    advantages: Tensor  # [K, N]
+    weights: Tensor  # [K, N]: 1 / (live steps of the task), 0 on padding
+    positions: Tensor  # [K, N]: each row's index in samples_by_task order (a permutation prefix)
+
+    def scatter(self, rows: Tensor, num_samples: int) -> Tensor:
+        """Per-row values ``[K, N, *event]`` back to ``[K, num_samples, *event]`` (zeros where no
+        row was taken)."""
+        shape = (rows.shape[0], num_samples, *rows.shape[2:])
+        index = self.positions.view(*self.positions.shape, *([1] * (rows.dim() - 2)))
+        return rows.new_zeros(shape).scatter_(1, index.expand_as(rows), rows)
+
+
+def live_samples(episodes: Episodes) -> TaskSamples:
+    """The live steps of ``episodes`` (with advantages attached) as :class:`TaskSamples`, in
+    their order within each task.  A masked mean per task is then ``(weights * x).sum(1)``."""
+    assert episodes.advantages is not None, "advantages are attached before learning"
+    mask = samples_by_task(episodes.mask)
+    counts = mask.sum(1, keepdim=True)
+    size = int(counts.max().item())
+    positions = torch.argsort(mask, dim=1, descending=True, stable=True)[:, :size]
+    every_step_live = size == mask.shape[1] and bool((counts == size).all())
+
+    def rows(values: Tensor, event_dims: int) -> Tensor:
+        flat = samples_by_task(values, event_dims)
+        if every_step_live:  # the positions are the identity
+            return flat
+        index = positions.view(*positions.shape, *([1] * event_dims))
+        return flat.gather(1, index.expand(-1, -1, *flat.shape[2:]))
+
+    return TaskSamples(
+        observations=rows(episodes.observations, 1),
+        actions=rows(episodes.actions, 1),
+        advantages=rows(episodes.advantages, 0),
+        weights=rows(episodes.mask, 0) / counts,
+        positions=positions,
+    )
+
+
 def masked_mean_per_task(values: Tensor, mask: Tensor) -> Tensor:
     """Mean over time and trajectories of each task, masked steps excluded: shape ``[K]``."""
     return (values * mask).sum(dim=(0, 2)) / mask.sum(dim=(0, 2))

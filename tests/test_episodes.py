@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 
 from metarl.episodes import (
+    Episodes,
     discounted_returns,
     generalized_advantages,
+    live_samples,
     masked_mean_per_task,
     normalize_per_task,
 )
@@ -66,3 +68,48 @@ def test_normalize_per_task_ignores_masked_steps() -> None:
     torch.testing.assert_close(
         masked_mean_per_task(values, mask), torch.tensor([2.0, 5.0], dtype=torch.float64)
     )
+
+
+def _episodes(mask: torch.Tensor) -> Episodes:
+    steps, tasks, trajectories = mask.shape
+    values = torch.arange(mask.numel(), dtype=torch.float64).view(mask.shape)
+    observations = torch.stack([values, -values], dim=-1)
+    return Episodes(observations, observations * 2, values, mask, advantages=values / 10)
+
+
+def test_live_samples_keep_each_task_s_live_steps_in_order() -> None:
+    # 2 tasks, 2 trajectories, 3 steps; task 0 has 4 live steps, task 1 has 2.
+    mask = torch.tensor(
+        [[[1, 1], [1, 1]], [[1, 0], [0, 0]], [[1, 0], [0, 0]]], dtype=torch.float64
+    )  # [T=3, K=2, M=2]
+    episodes = _episodes(mask)
+    samples = live_samples(episodes)
+    values = episodes.rewards
+    # samples_by_task order is (t, m): task 0's live steps are (0,0), (0,1), (1,0), (2,0).
+    expected_task0 = [values[0, 0, 0], values[0, 0, 1], values[1, 0, 0], values[2, 0, 0]]
+    torch.testing.assert_close(samples.observations[0, :, 0], torch.stack(expected_task0))
+    torch.testing.assert_close(samples.observations[1, :2, 0], values[0, 1, :])
+    torch.testing.assert_close(samples.weights[0], torch.full((4,), 0.25, dtype=torch.float64))
+    torch.testing.assert_close(samples.weights[1], torch.tensor([0.5, 0.5, 0, 0]).double())
+    # a masked mean per task is a weighted sum of rows
+    torch.testing.assert_close(
+        (samples.weights * samples.advantages).sum(1),
+        masked_mean_per_task(episodes.advantages, mask),  # type: ignore[arg-type]
+    )
+    # scattering rows back puts every live step where it was and zeros elsewhere
+    back = samples.scatter(samples.actions, num_samples=6)
+    flat_actions = episodes.actions.movedim(1, 0).reshape(2, 6, 2)
+    flat_mask = mask.movedim(1, 0).reshape(2, 6, 1)
+    live_rows = samples.weights > 0
+    torch.testing.assert_close(back * flat_mask, flat_actions * flat_mask)
+    assert samples.actions[live_rows].shape == (6, 2)
+
+
+def test_live_samples_of_full_episodes_are_every_step() -> None:
+    mask = torch.ones(3, 2, 2, dtype=torch.float64)
+    episodes = _episodes(mask)
+    samples = live_samples(episodes)
+    torch.testing.assert_close(
+        samples.observations, episodes.observations.movedim(1, 0).reshape(2, 6, 2)
+    )
+    torch.testing.assert_close(samples.weights, torch.full((2, 6), 1 / 6, dtype=torch.float64))

@@ -57,8 +57,9 @@ def test_fast_curvature_equals_double_backpropagation(case: str) -> None:
     gradient, product, reference_product = fast.gradient, fast.product, reference.product
     torch.testing.assert_close(gradient, reference.gradient, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(fast.surrogate, reference.surrogate)
-    for mine, theirs in zip(fast.old, reference.old):
-        torch.testing.assert_close(mine.expand_as(theirs), theirs)
+    live = batch.valid.mask.bool()  # the old distribution matters where steps were taken
+    torch.testing.assert_close(fast.old[0][live], reference.old[0][live])
+    torch.testing.assert_close(fast.old[1].expand_as(reference.old[1]), reference.old[1])
     generator = torch.Generator().manual_seed(2)
     for _ in range(3):
         v = torch.randn(gradient.shape, generator=generator, dtype=torch.float64)
@@ -151,7 +152,9 @@ def _old_at(agent: MAMLTRPO, batch: MetaBatch, params: list[torch.Tensor]):
 
 def test_meta_step_that_finds_no_step_leaves_parameters_unchanged() -> None:
     agent, batch = make_agent()
-    agent.config.max_kl = 1e4  # steps far outside where the quadratic model holds
+    # Steps so far outside the quadratic model that every importance ratio underflows to 0:
+    # no trial point lowers the surrogate.
+    agent.config.max_kl = 1e8
     agent.config.line_search_max_steps = 3
     before = [p.detach().clone() for p in agent.policy.parameters()]
     info = agent.meta_step(batch)
