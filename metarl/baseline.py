@@ -27,8 +27,9 @@ def fit_linear_baseline(
 ) -> Tensor:
     """Per-task ridge regression of ``targets`` on the baseline features; returns fitted values.
 
-    Solves ``(XᵀX + ridge·I) w = Xᵀy`` for each task in float64, raising ``ridge`` tenfold (up to
-    five times, as rllab does) if the solution is not finite.  Output: values ``[T, K, M]``.
+    Solves ``(XᵀX + ridge·I) w = Xᵀy`` for each task in float64 by Cholesky factorisation (the
+    matrix is symmetric positive definite), raising ``ridge`` tenfold (up to five times, as rllab
+    does) if the factorisation fails or the solution is not finite.  Output: values ``[T, K, M]``.
     """
     features = baseline_features(observations.double(), mask.double())
     num_features = features.shape[-1]
@@ -37,7 +38,10 @@ def fit_linear_baseline(
     gram, moment = x.transpose(1, 2) @ x, x.transpose(1, 2) @ y
     identity = torch.eye(num_features, dtype=x.dtype, device=x.device)
     for _ in range(5):
-        weights, info = torch.linalg.solve_ex(gram + ridge * identity, moment)
+        # Not an LU solve: torch 2.13's batched LU solve fails on these matrices once torch's
+        # thread count has been changed (as the sampler does), with "Pivots given to lu_solve".
+        factor, info = torch.linalg.cholesky_ex(gram + ridge * identity)
+        weights = torch.cholesky_solve(moment, factor)
         if bool((info == 0).all()) and torch.isfinite(weights).all():
             break
         ridge *= 10

@@ -49,3 +49,26 @@ def test_baseline_predicts_a_linear_target_exactly() -> None:
     mask = torch.ones(10, 2, 3, dtype=torch.float64)
     values = fit_linear_baseline(observations, targets, mask, ridge=1e-10)
     torch.testing.assert_close(values, targets, rtol=1e-6, atol=1e-6)
+
+
+def test_fit_on_ant_sized_features_after_torch_threads_changed() -> None:
+    """Ant's 105-dim observations give 214 features; torch 2.13's batched LU solve fails on such
+    systems once torch's thread count has been changed (as the sampler does around each call)."""
+    rng = np.random.default_rng(2)
+    steps, tasks, trajectories, dim = 100, 2, 5, 105
+    observations = torch.from_numpy(rng.uniform(-3, 3, size=(steps, tasks, trajectories, dim)))
+    targets = torch.from_numpy(rng.normal(size=(steps, tasks, trajectories)))
+    mask = torch.ones(steps, tasks, trajectories, dtype=torch.float64)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.set_num_threads(2)
+    try:
+        values = fit_linear_baseline(observations, targets, mask, ridge=1e-5)
+    finally:
+        torch.set_num_threads(previous)
+    for k in range(tasks):
+        x = np.concatenate([_rows(observations, k, m, steps) for m in range(trajectories)])
+        y = targets[:, k].T.reshape(-1).numpy()
+        weights = np.linalg.solve(x.T @ x + 1e-5 * np.eye(x.shape[1]), x.T @ y)
+        expected = (x @ weights).reshape(trajectories, steps).T
+        np.testing.assert_allclose(values[:, k].numpy(), expected, rtol=1e-6, atol=1e-6)
