@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,9 @@ import pytest
 import yaml
 
 from metarl.checkpoint import load_checkpoint
+from metarl.cli import main
 from metarl.logging import read_metrics
+from tests.tiny_runs import tiny_flags
 
 SMALL = [
     "--set",
@@ -96,3 +99,21 @@ def test_bad_cli_input_is_one_line_and_writes_nothing(
     assert result.returncode == 2
     assert message in result.stderr and result.stderr.strip().count("\n") == 0
     assert "Traceback" not in result.stderr and not run_dir.exists()
+
+
+LOCOMOTION = ["halfcheetah_vel", "halfcheetah_dir", "ant_vel", "ant_dir", "ant_goal"]
+
+
+@pytest.mark.parametrize(
+    "name,physics",
+    [("navigation", None)]
+    + [(name, physics) for name in LOCOMOTION for physics in ("original", "gymnasium")],
+)
+def test_every_bundled_config_trains(tmp_path: Path, name: str, physics: str | None) -> None:
+    """One tiny meta-iteration of each config and preset, through the whole pipeline."""
+    kwargs = "{horizon: 10}" if physics is None else f"{{horizon: 10, physics: {physics}}}"
+    flags = tiny_flags(f"env.kwargs={kwargs}")
+    args = ["train", "--config", name, "--run-dir", str(tmp_path), "--iterations", "1"]
+    assert main([*args, *flags]) == 0
+    (record,) = read_metrics(tmp_path)
+    assert record["env_steps"] > 0 and math.isfinite(record["return_post"])
