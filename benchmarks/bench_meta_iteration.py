@@ -5,7 +5,9 @@ time of each phase (sampling, inner adaptation, meta-gradient, conjugate gradien
 the whole iteration, env steps/s, and ratios between variants, all measured in this one run.
 For MuJoCo families it also times raw physics (``mujoco.rollout`` of the bare model, no policy,
 see ``bench_sampler.py``) in the same rounds and prints each variant's iteration time divided by
-the raw physics time of the iteration's own control steps.
+the raw physics time of as many control steps under random controls, and divided by the time the
+bare model takes to replay the iteration's own batches (same initial states, same controls: the
+same physics work; a warning is printed if the replay does not reproduce them).
 
     python benchmarks/bench_meta_iteration.py --config navigation --iterations 5 \
         --set policy.hidden_sizes=[64,64] --set policy.nonlinearity=tanh
@@ -14,6 +16,7 @@ the raw physics time of the iteration's own control steps.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import sys
@@ -65,6 +68,21 @@ def raw_physics(config: Config, family: envs.TaskFamily) -> Any:
     return Case(config.env.family, family.preset, sizes)
 
 
+def record_batches(sampler: BatchSampler, batches: list[Any]) -> None:
+    """Make ``sampler`` keep what replaying each batch it samples needs (``Case.replay``): its
+    reset stream as it was, the episodes and the final joint positions."""
+    sample = sampler.sample
+
+    def recording(tasks: Any, policy: Any, params: Any) -> Any:
+        stream = copy.deepcopy(sampler.env_rng)
+        episodes = sample(tasks, policy, params)
+        env = sampler._env(len(tasks) * sampler.num_trajectories)  # noqa: SLF001
+        batches.append((stream, episodes, env.sim.qpos.copy()))
+        return episodes
+
+    sampler.sample = recording  # type: ignore[method-assign]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="navigation")
@@ -80,13 +98,23 @@ def main() -> None:
     times: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in runners}
     raw = raw_physics(config, family)
     raw_rates: list[float] = []
+    batches: dict[str, list[Any]] = {name: [] for name in runners}
+    if raw is not None:
+        for name, (_, sampler) in runners.items():
+            record_batches(sampler, batches[name])
     for round_index in range(args.warmup + args.iterations):
         if raw is not None and round_index >= args.warmup:
             raw_rates.append(raw.time_raw())
         for name, (agent, sampler) in runners.items():
+            batches[name].clear()
             metrics, _ = agent.train_iteration(tasks, sampler)
             if round_index < args.warmup:
                 continue
+            if raw is not None:
+                replay = sum(raw.replay(*batch) for batch in batches[name])
+                times[name]["replay_ratio"].append(
+                    sum(metrics[f"time_{phase}"] for phase in PHASES) / replay
+                )
             for phase in PHASES:
                 times[name][phase].append(metrics[f"time_{phase}"])
             total = sum(metrics[f"time_{phase}"] for phase in PHASES)
@@ -113,7 +141,8 @@ def main() -> None:
             raw_time = median["env_steps"] / rate
             print(
                 f"{name:32s} iteration / raw physics time of its {median['env_steps']:,.0f} "
-                f"control steps ({raw_time:.2f}s): {median['iteration'] / raw_time:.2f}"
+                f"control steps ({raw_time:.2f}s): {median['iteration'] / raw_time:.2f}; "
+                f"/ its own batches replayed: {median['replay_ratio']:.2f}"
             )
     for other in names[1:]:
         ratio = medians[names[0]]["iteration"] / medians[other]["iteration"]
