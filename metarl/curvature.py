@@ -56,6 +56,13 @@ def _activate(pre: Tensor, nonlinearity: str) -> tuple[Tensor, Tensor, Tensor | 
     raise ValueError(f"nonlinearity must be 'relu' or 'tanh', got {nonlinearity!r}")
 
 
+FIRST_LAYER_MOMENTS_MAX_INPUTS = 8
+"""Observation sizes below which :meth:`MeanNetwork.vjp` precomputes the first-layer moments:
+``in + 1`` batched matmuls once per meta-step, to replace two per Hessian product (about 21
+products per meta-step) by small contractions.  Measured: a clear gain for 2D navigation, none
+left for HalfCheetah's 17 inputs."""
+
+
 class MeanNetwork:
     """The policy's mean MLP at per-task parameters on fixed per-task inputs ``[K, N, in]``,
     with its forward pass kept for products with its first and second derivatives."""
@@ -66,7 +73,8 @@ class MeanNetwork:
         self.slopes: Vectors = []  # σ'(z_l) of the hidden layers
         self.curvatures: list[Tensor | None] = []  # σ''(z_l)
         self.deltas: Vectors = []  # kept by vjp(keep=True): ∂/∂z_l, output layer first,
-        self.bends: Vectors = []  # and σ''(z_l) ∂/∂a_l where σ'' is not zero
+        self.bends: Vectors = []  # and σ''(z_l) ∂/∂a_l where σ'' is not zero,
+        self.moments: Tensor | None = None  # and the first-layer moments (_first_layer_moments)
         hidden = inputs
         for weight, bias in zip(weights[:-1], biases[:-1]):
             pre = torch.baddbmm(bias.unsqueeze(1), hidden, weight.transpose(1, 2))
@@ -100,6 +108,8 @@ class MeanNetwork:
         for i in reversed(range(len(self.weights))):
             if keep:
                 self.deltas.append(delta)
+                if i == 1 and self.layer_inputs[0].shape[2] < FIRST_LAYER_MOMENTS_MAX_INPUTS:
+                    self.moments = self._first_layer_moments(delta)
             weight_grads.append(torch.bmm(delta.transpose(1, 2), self.layer_inputs[i]))
             bias_grads.append(delta.sum(1))
             if i > 0:
@@ -110,25 +120,52 @@ class MeanNetwork:
                 delta = backprop.mul_(self.slopes[i - 1])
         return weight_grads[::-1], bias_grads[::-1]
 
+    def _first_layer_moments(self, delta: Tensor) -> Tensor:
+        """``M[k, j, p, m] = Σ_n δ_1[n, p] σ'(z_0)[n, j] x̃[n, m]`` with ``x̃ = [x, 1]``.
+
+        The first layer's tangent ``σ'(z_0) ⊙ (x̃ Ũ_0ᵀ)`` is linear in the few first-layer
+        parameters ``Ũ_0 = [U_0, u_b0]``, so the two reductions of a Hessian product that meet
+        it with the kept ``δ_1`` (``δ_1ᵀ ȧ_1`` and the ``δ_1 U_1`` part of the first layer's
+        gradient) are small contractions of ``M`` instead of batch-sized matmuls.
+        """
+        inputs, slope = self.layer_inputs[0], self.slopes[0]
+        columns = [slope * inputs[:, :, m : m + 1] for m in range(inputs.shape[2])] + [slope]
+        return torch.stack([torch.bmm(c.transpose(1, 2), delta) for c in columns], dim=-1)
+
     def vjp_tangent(
-        self, cotangent_tangent: Tensor, weight_tangents: Vectors, hidden_tangents: Tangents
+        self,
+        cotangent_tangent: Tensor,
+        weight_tangents: Vectors,
+        bias_tangents: Vectors,
+        hidden_tangents: Tangents,
     ) -> tuple[Vectors, Vectors]:
         """The directional derivative of the kept ``vjp(z)`` when the parameters move along
         ``u`` (whose :meth:`jvp` gave ``hidden_tangents``) and the cotangent along ``ż``."""
         weight_out, bias_out = [], []
         bends = iter(self.bends)
+        first_layer = None  # from the moments: the δ_1 U_1 part of the first layer's result
         r_delta = cotangent_tangent
         for delta, i in zip(self.deltas, reversed(range(len(self.weights)))):
             r_weight = torch.bmm(r_delta.transpose(1, 2), self.layer_inputs[i])
-            bias_out.append(r_delta.sum(1))
+            r_bias = r_delta.sum(1)
             if i > 0:
                 pre_tangent, hidden_tangent = hidden_tangents[i - 1]
-                r_weight.baddbmm_(delta.transpose(1, 2), hidden_tangent)
-                r_back = torch.bmm(delta, weight_tangents[i]).baddbmm_(r_delta, self.weights[i])
+                r_back = torch.bmm(r_delta, self.weights[i])
+                if i == 1 and self.moments is not None:
+                    first = torch.cat([weight_tangents[0], bias_tangents[0].unsqueeze(-1)], -1)
+                    r_weight += torch.einsum("kjpm,kjm->kpj", self.moments, first)
+                    first_layer = torch.einsum("kpj,kjpm->kjm", weight_tangents[1], self.moments)
+                else:
+                    r_weight.baddbmm_(delta.transpose(1, 2), hidden_tangent)
+                    r_back.baddbmm_(delta, weight_tangents[i])
                 r_delta = r_back.mul_(self.slopes[i - 1])
                 if self.curvatures[i - 1] is not None:
                     r_delta.addcmul_(next(bends), pre_tangent)
+            elif first_layer is not None:
+                r_weight += first_layer[..., :-1]
+                r_bias += first_layer[..., -1]
             weight_out.append(r_weight)
+            bias_out.append(r_bias)
         return weight_out[::-1], bias_out[::-1]
 
 
@@ -163,7 +200,7 @@ class GaussianLogLikelihood:
         ds = ds.unsqueeze(1)
         mean_tangent, hidden_tangents = self.network.jvp(dw, db)
         cotangent_tangent = -self.rho * self.precision * (mean_tangent + 2 * self.residual * ds)
-        weights, biases = self.network.vjp_tangent(cotangent_tangent, dw, hidden_tangents)
+        weights, biases = self.network.vjp_tangent(cotangent_tangent, dw, db, hidden_tangents)
         log_std = -2 * (self.rho * self.scaled * (mean_tangent + self.residual * ds)).sum(1)
         return join_parameters(weights, biases, log_std)
 

@@ -6,22 +6,28 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metarl.curvature import GaussianFisher, GaussianLogLikelihood, MeanNetwork, split_parameters
+from metarl.curvature import (
+    FIRST_LAYER_MOMENTS_MAX_INPUTS,
+    GaussianFisher,
+    GaussianLogLikelihood,
+    MeanNetwork,
+    split_parameters,
+)
 from metarl.policies import GaussianMLPPolicy, gaussian_kl, gaussian_log_prob
 
 K, N, OBS, ACT = 3, 7, 4, 2
 
 
-def _setup(hidden: tuple[int, ...], nonlinearity: str):
+def _setup(hidden: tuple[int, ...], nonlinearity: str, obs_dim: int = OBS):
     generator = torch.Generator().manual_seed(len(hidden))
-    policy = GaussianMLPPolicy(OBS, ACT, hidden, nonlinearity, init_std=0.7).double()
+    policy = GaussianMLPPolicy(obs_dim, ACT, hidden, nonlinearity, init_std=0.7).double()
     params = [
         (p.detach().expand(K, *p.shape) + 0.3 * torch.randn(K, *p.shape, generator=generator))
         .double()
         .requires_grad_()
         for p in policy.parameters()
     ]
-    inputs = torch.randn(K, N, OBS, generator=generator, dtype=torch.float64)
+    inputs = torch.randn(K, N, obs_dim, generator=generator, dtype=torch.float64)
     actions = torch.randn(K, N, ACT, generator=generator, dtype=torch.float64)
     rho = torch.randn(K, N, generator=generator, dtype=torch.float64)
     vectors = [torch.randn(p.shape, generator=generator, dtype=torch.float64) for p in params]
@@ -36,13 +42,15 @@ def _autograd_mean(policy: GaussianMLPPolicy, params: list[torch.Tensor], inputs
 
 
 CASES = [((), "tanh"), ((5,), "tanh"), ((5, 4), "relu"), ((5, 4, 3), "tanh"), ((6, 5, 4), "relu")]
+# Observations this wide skip the first-layer moments: the plain reverse pass is checked too.
+WIDE = [((5, 4), "tanh", FIRST_LAYER_MOMENTS_MAX_INPUTS), ((6, 5), "relu", 40)]
 
 
-@pytest.mark.parametrize("hidden,nonlinearity", CASES)
+@pytest.mark.parametrize("hidden,nonlinearity,obs_dim", [(*c, OBS) for c in CASES] + WIDE)
 def test_log_likelihood_gradient_and_hessian_product_match_autograd(
-    hidden: tuple[int, ...], nonlinearity: str
+    hidden: tuple[int, ...], nonlinearity: str, obs_dim: int
 ) -> None:
-    policy, params, inputs, actions, rho, vectors = _setup(hidden, nonlinearity)
+    policy, params, inputs, actions, rho, vectors = _setup(hidden, nonlinearity, obs_dim)
     mean, log_std = _autograd_mean(policy, params, inputs)
     objective = (rho * gaussian_log_prob(actions, mean, log_std)).sum()
     gradient = torch.autograd.grad(objective, params, create_graph=True)
@@ -51,6 +59,8 @@ def test_log_likelihood_gradient_and_hessian_product_match_autograd(
     weights, biases, log_sigma = split_parameters([p.detach() for p in params])
     network = MeanNetwork(weights, biases, inputs, nonlinearity)
     likelihood = GaussianLogLikelihood(network, log_sigma, actions, rho)
+    uses_moments = len(hidden) > 0 and obs_dim < FIRST_LAYER_MOMENTS_MAX_INPUTS
+    assert (network.moments is not None) == uses_moments
     torch.testing.assert_close(network.output, mean.detach())
     for mine, reference in zip(likelihood.gradient, gradient):
         torch.testing.assert_close(mine, reference.detach(), rtol=1e-12, atol=1e-12)
