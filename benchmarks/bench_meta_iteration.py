@@ -110,14 +110,12 @@ def main() -> None:
             metrics, _ = agent.train_iteration(tasks, sampler)
             if round_index < args.warmup:
                 continue
+            total = sum(metrics[f"time_{phase}"] for phase in PHASES)
             if raw is not None:
                 replay = sum(raw.replay(*batch) for batch in batches[name])
-                times[name]["replay_ratio"].append(
-                    sum(metrics[f"time_{phase}"] for phase in PHASES) / replay
-                )
+                times[name]["replay_ratio"].append(total / replay)
             for phase in PHASES:
                 times[name][phase].append(metrics[f"time_{phase}"])
-            total = sum(metrics[f"time_{phase}"] for phase in PHASES)
             times[name]["iteration"].append(total)
             times[name]["env_steps_per_s"].append(metrics["env_steps"] / total)
             times[name]["env_steps"].append(metrics["env_steps"])

@@ -88,17 +88,23 @@ class Case:
         self.env.set_tasks([task for task in self.tasks for _ in range(args.trajectories)])
         self.last_sampled: tuple[np.random.Generator, Episodes] | None = None
 
-    def time_raw(self) -> float:
-        self.env.reset(self.rng)
+    def step_raw(self, actions: np.ndarray, live: np.ndarray) -> float:
+        """Seconds for the bare model to take ``actions`` ``[T, B, nu]`` (in [-1, 1], mapped to
+        the actuator range as the environments do) in the ``live`` ``[T, B]`` slots, from the
+        state of ``self.env``."""
         self.raw.state[:] = self.env.sim.state
         low, high = self.raw.model.actuator_ctrlrange.T
-        actions = random_actions(self.rng, self.num_steps, self.num_envs, self.raw.model.nu)
-        controls = (high + low) / 2 + (high - low) / 2 * actions
-        active = np.ones(self.num_envs, dtype=bool)
+        controls = (high + low) / 2 + (high - low) / 2 * np.clip(actions, -1.0, 1.0)
         start = time.perf_counter()
-        for ctrl in controls:
+        for ctrl, active in zip(controls, live):
             self.raw.step(ctrl, active)
-        return self.num_envs * self.num_steps / (time.perf_counter() - start)
+        return time.perf_counter() - start
+
+    def time_raw(self) -> float:
+        self.env.reset(self.rng)
+        actions = random_actions(self.rng, self.num_steps, self.num_envs, self.raw.model.nu)
+        live = np.ones((self.num_steps, self.num_envs), dtype=bool)
+        return self.num_envs * self.num_steps / self.step_raw(actions, live)
 
     def time_env(self) -> float:
         self.env.reset(self.rng)
@@ -134,15 +140,9 @@ class Case:
         only.  That is the batch's own physics work: the final positions must be the sampled
         batch's ``final_qpos`` (a warning otherwise)."""
         self.env.reset(copy.deepcopy(reset_stream))
-        self.raw.state[:] = self.env.sim.state
-        low, high = self.raw.model.actuator_ctrlrange.T
         actions = episodes.actions.numpy().reshape(len(episodes.actions), self.num_envs, -1)
-        controls = (high + low) / 2 + (high - low) / 2 * np.clip(actions.astype(np.float64), -1, 1)
         live = episodes.mask.numpy().reshape(len(episodes.mask), self.num_envs) > 0
-        start = time.perf_counter()
-        for ctrl, active in zip(controls, live):
-            self.raw.step(ctrl, active)
-        seconds = time.perf_counter() - start
+        seconds = self.step_raw(actions.astype(np.float64), live)
         if not np.array_equal(self.raw.qpos, final_qpos):
             print("warning: the replay did not reproduce the sampled trajectories")
         return seconds
