@@ -11,6 +11,10 @@ For each family and physics preset, one run times in interleaved rounds (medians
   the same initial states, the same controls, the same live slots.  This is the physics work of
   the sampled batch itself (the initial policy saturates its actions more often than random
   controls do, which changes the contact dynamics and so the cost of physics);
+* replay+probe (presets that measure after each step, Ant ``original``): the same replay plus
+  the probe pass after each step (one forward pass at the new state, as rllab's
+  ``model.forward()``): all the physics the preset's observations require.  With RK4 (four
+  forward passes per step) and one probe pass, raw physics can be at most about 4/5 of it;
 * env: ``BatchedEnv.step`` of the family under random actions (physics, probe pass where the
   preset needs one, observations, rewards, masking), no policy;
 * sampler: ``metarl.sampling.BatchSampler.sample`` with a GaussianMLPPolicy (100-100 ReLU)
@@ -21,7 +25,8 @@ For each family and physics preset, one run times in interleaved rounds (medians
 
 Rates are slot control steps per second; raw-replay, env and sampler count live slots only
 (terminated slots are not simulated).  Reported: the median and best rate over the rounds, and
-the medians of the per-round ratios to raw and to raw-replay.
+the medians of the per-round ratios to raw, to raw-replay and to the physics the preset requires
+(replay+probe where there is a probe pass, raw-replay otherwise).
 
     python benchmarks/bench_sampler.py --tasks 40 --trajectories 20 --steps 40 --rounds 5
 """
@@ -72,6 +77,7 @@ class Case:
     def __init__(self, name: str, preset: str, args: argparse.Namespace) -> None:
         self.family = make_family(name, seed=0, physics=preset, horizon=args.steps)
         assert isinstance(self.family, LocomotionFamily)
+        self.needs_probe = self.family.needs_probe
         self.num_envs = args.tasks * args.trajectories
         self.num_steps = args.steps
         self.rng = np.random.default_rng(0)
@@ -79,7 +85,9 @@ class Case:
         assert isinstance(self.env, BatchedLocomotionEnv)
         model = load_model(self.family.xml_file)  # the bare shipped model, no sensors
         model.opt.timestep = self.env.sim.model.opt.timestep
-        self.raw = BatchedSimulation(model, self.num_envs, self.env.sim.frame_skip)
+        self.raw = BatchedSimulation(
+            model, self.num_envs, self.env.sim.frame_skip, self.env.sim.probe_model
+        )
         self.tasks = self.family.sample_tasks(args.tasks)
         self.sampler = BatchSampler(self.family, args.trajectories, seed=0)
         torch.manual_seed(0)
@@ -88,16 +96,18 @@ class Case:
         self.env.set_tasks([task for task in self.tasks for _ in range(args.trajectories)])
         self.last_sampled: tuple[np.random.Generator, Episodes] | None = None
 
-    def step_raw(self, actions: np.ndarray, live: np.ndarray) -> float:
+    def step_raw(self, actions: np.ndarray, live: np.ndarray, probe: bool = False) -> float:
         """Seconds for the bare model to take ``actions`` ``[T, B, nu]`` (in [-1, 1], mapped to
         the actuator range as the environments do) in the ``live`` ``[T, B]`` slots, from the
-        state of ``self.env``."""
+        state of ``self.env``; with ``probe``, the probe pass after each step too."""
         self.raw.state[:] = self.env.sim.state
         low, high = self.raw.model.actuator_ctrlrange.T
         controls = (high + low) / 2 + (high - low) / 2 * np.clip(actions, -1.0, 1.0)
         start = time.perf_counter()
         for ctrl, active in zip(controls, live):
             self.raw.step(ctrl, active)
+            if probe:
+                self.raw.probe(ctrl, active)
         return time.perf_counter() - start
 
     def time_raw(self) -> float:
@@ -125,24 +135,29 @@ class Case:
         self.last_sampled = (reset_stream, episodes)
         return float(episodes.mask.sum()) / elapsed
 
-    def time_replay(self) -> float:
+    def time_replay(self, probe: bool = False) -> float:
         """Raw physics of exactly the sampler's last batch (see :meth:`replay`)."""
         assert self.last_sampled is not None, "time_sampler runs first"
         final = self.sampler._env(self.num_envs).sim.qpos  # noqa: SLF001 - for the check
-        seconds = self.replay(*self.last_sampled, final)
+        seconds = self.replay(*self.last_sampled, final, probe)
         return float(self.last_sampled[1].mask.sum()) / seconds
 
     def replay(
-        self, reset_stream: np.random.Generator, episodes: Episodes, final_qpos: np.ndarray
+        self,
+        reset_stream: np.random.Generator,
+        episodes: Episodes,
+        final_qpos: np.ndarray,
+        probe: bool = False,
     ) -> float:
         """Seconds for the bare model to redo a sampled batch: the same initial states (drawn
         from a copy of the sampler's reset stream as it was), the same controls, live slots
-        only.  That is the batch's own physics work: the final positions must be the sampled
-        batch's ``final_qpos`` (a warning otherwise)."""
+        only (and with ``probe`` the probe pass after each step).  That is the batch's own
+        physics work: the final positions must be the sampled batch's ``final_qpos`` (a
+        warning otherwise)."""
         self.env.reset(copy.deepcopy(reset_stream))
         actions = episodes.actions.numpy().reshape(len(episodes.actions), self.num_envs, -1)
         live = episodes.mask.numpy().reshape(len(episodes.mask), self.num_envs) > 0
-        seconds = self.step_raw(actions.astype(np.float64), live)
+        seconds = self.step_raw(actions.astype(np.float64), live, probe)
         if not np.array_equal(self.raw.qpos, final_qpos):
             print("warning: the replay did not reproduce the sampled trajectories")
         return seconds
@@ -157,12 +172,14 @@ def adapted_parameters(policy: GaussianMLPPolicy, num_tasks: int) -> Params:
     }
 
 
-def summary(rounds: list[dict[str, float]], key: str) -> tuple[float, float, float, float]:
-    """Median and best rate of ``key``, medians of its per-round ratios to raw and replay."""
+def summary(rounds: list[dict[str, float]], key: str) -> tuple[float, float, list[float]]:
+    """Median and best rate of ``key``, and the medians of its per-round ratios to raw, to
+    raw-replay and to the physics the preset requires."""
     rates = [r[key] for r in rounds]
-    to_raw = statistics.median(r[key] / r["raw"] for r in rounds)
-    to_replay = statistics.median(r[key] / r["raw-replay"] for r in rounds)
-    return statistics.median(rates), max(rates), to_raw, to_replay
+    required = "replay+probe" if "replay+probe" in rounds[0] else "raw-replay"
+    references = ["raw", "raw-replay", required]
+    ratios = [statistics.median(r[key] / r[ref] for r in rounds) for ref in references]
+    return statistics.median(rates), max(rates), ratios
 
 
 def main() -> None:
@@ -186,18 +203,21 @@ def main() -> None:
         f"{args.rounds} rounds, {default_num_threads()} simulator threads, "
         f"torch default threads {torch.get_num_threads()}, mujoco {mujoco.__version__}"
     )
-    columns = ["raw", "raw-replay", "env", "sampler"]
-    columns += [] if args.no_thread_comparison else ["torch-default"]
     print(
         f"{'family':<16}{'physics':<11}{'workload':<15}{'median steps/s':>16}{'best steps/s':>14}"
-        f"{'/raw':>8}{'/replay':>9}"
+        f"{'/raw':>8}{'/replay':>9}{'/required':>11}"
     )
     for name in args.families:
         for preset in args.physics:
             case = Case(name, preset, args)
+            columns = ["raw", "raw-replay"]
+            columns += ["replay+probe"] if case.needs_probe else []
+            columns += ["env", "sampler"]
+            columns += [] if args.no_thread_comparison else ["torch-default"]
             workloads: dict[str, Callable[[], float]] = {
                 "raw": case.time_raw,
                 "raw-replay": case.time_replay,
+                "replay+probe": functools.partial(case.time_replay, True),
                 "env": case.time_env,
                 "sampler": functools.partial(case.time_sampler, 1),
                 "torch-default": functools.partial(case.time_sampler, None),
@@ -209,10 +229,10 @@ def main() -> None:
                 order = columns[shift:] + columns[:shift]
                 rounds.append({key: workloads[key]() for key in order})
             for key in columns:
-                median, best, to_raw, to_replay = summary(rounds, key)
+                median, best, ratios = summary(rounds, key)
                 print(
                     f"{name:<16}{preset:<11}{key:<15}{median:>16,.0f}{best:>14,.0f}"
-                    f"{to_raw:>8.3f}{to_replay:>9.3f}",
+                    + "".join(f"{ratio:>{w}.3f}" for ratio, w in zip(ratios, (8, 9, 11))),
                     flush=True,
                 )
 
