@@ -77,7 +77,6 @@ class Case:
     def __init__(self, name: str, preset: str, args: argparse.Namespace) -> None:
         self.family = make_family(name, seed=0, physics=preset, horizon=args.steps)
         assert isinstance(self.family, LocomotionFamily)
-        self.needs_probe = self.family.needs_probe
         self.num_envs = args.tasks * args.trajectories
         self.num_steps = args.steps
         self.rng = np.random.default_rng(0)
@@ -211,7 +210,7 @@ def main() -> None:
         for preset in args.physics:
             case = Case(name, preset, args)
             columns = ["raw", "raw-replay"]
-            columns += ["replay+probe"] if case.needs_probe else []
+            columns += ["replay+probe"] if case.raw.probe_model is not None else []
             columns += ["env", "sampler"]
             columns += [] if args.no_thread_comparison else ["torch-default"]
             workloads: dict[str, Callable[[], float]] = {
