@@ -23,6 +23,7 @@ import sys
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -76,8 +77,8 @@ def record_batches(sampler: BatchSampler, batches: list[Any]) -> None:
     def recording(tasks: Any, policy: Any, params: Any) -> Any:
         stream = copy.deepcopy(sampler.env_rng)
         episodes = sample(tasks, policy, params)
-        env = sampler._env(len(tasks) * sampler.num_trajectories)  # noqa: SLF001
-        batches.append((stream, episodes, env.sim.qpos.copy()))
+        final = np.concatenate([env.sim.qpos for env in sampler.last_envs])  # type: ignore[attr-defined]
+        batches.append((stream, episodes, final))
         return episodes
 
     sampler.sample = recording  # type: ignore[method-assign]

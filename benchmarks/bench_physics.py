@@ -22,13 +22,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from envs import make_family  # noqa: E402
+from envs import default_num_threads, make_family  # noqa: E402
 from envs.mujoco_core import (  # noqa: E402
     ASSETS,
     PRESETS,
     BatchedSimulation,
     LocomotionFamily,
-    default_num_threads,
     mujoco,
 )
 

@@ -21,7 +21,9 @@ For each family and physics preset, one run times in interleaved rounds (medians
   and one adapted parameter set per task, as in post-update sampling, over episodes of
   ``--steps`` steps (reset and batch assembly included), torch on 1 thread while sampling
   (the sampler's default);
-* sampler/torch-default: the same with torch's threads left as they are (one per core).
+* one-lane: the same sampler with the batch in one lane (one environment stepped by a thread
+  pool, the policy called between steps while the pool idles) instead of one lane per core;
+* torch-default: the sampler with torch's threads left as they are (one per core).
 
 Rates are slot control steps per second; raw-replay, env and sampler count live slots only
 (terminated slots are not simulated).  Reported: the median and best rate over the rounds, and
@@ -47,13 +49,12 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from envs import make_family  # noqa: E402
+from envs import default_num_threads, make_family  # noqa: E402
 from envs.mujoco_core import (  # noqa: E402
     PRESETS,
     BatchedLocomotionEnv,
     BatchedSimulation,
     LocomotionFamily,
-    default_num_threads,
     load_model,
     mujoco,
 )
@@ -88,12 +89,15 @@ class Case:
             model, self.num_envs, self.env.sim.frame_skip, self.env.sim.probe_model
         )
         self.tasks = self.family.sample_tasks(args.tasks)
-        self.sampler = BatchSampler(self.family, args.trajectories, seed=0)
+        self.samplers = {
+            lanes: BatchSampler(self.family, args.trajectories, seed=0, num_lanes=lanes)
+            for lanes in (None, 1)
+        }
         torch.manual_seed(0)
         self.policy = GaussianMLPPolicy(self.env.observation_dim, self.env.action_dim)
         self.params = adapted_parameters(self.policy, args.tasks)
         self.env.set_tasks([task for task in self.tasks for _ in range(args.trajectories)])
-        self.last_sampled: tuple[np.random.Generator, Episodes] | None = None
+        self.last_sampled: tuple[np.random.Generator, Episodes, np.ndarray] | None = None
 
     def step_raw(self, actions: np.ndarray, live: np.ndarray, probe: bool = False) -> float:
         """Seconds for the bare model to take ``actions`` ``[T, B, nu]`` (in [-1, 1], mapped to
@@ -125,20 +129,21 @@ class Case:
             self.env.step(action)
         return live / (time.perf_counter() - start)
 
-    def time_sampler(self, policy_threads: int | None) -> float:
-        self.sampler.policy_threads = policy_threads
-        reset_stream = copy.deepcopy(self.sampler.env_rng)
+    def time_sampler(self, policy_threads: int | None, lanes: int | None = None) -> float:
+        sampler = self.samplers[lanes]
+        sampler.policy_threads = policy_threads
+        reset_stream = copy.deepcopy(sampler.env_rng)
         start = time.perf_counter()
-        episodes = self.sampler.sample(self.tasks, self.policy, self.params)
+        episodes = sampler.sample(self.tasks, self.policy, self.params)
         elapsed = time.perf_counter() - start
-        self.last_sampled = (reset_stream, episodes)
+        final = np.concatenate([env.sim.qpos for env in sampler.last_envs])  # type: ignore[attr-defined]
+        self.last_sampled = (reset_stream, episodes, final)
         return float(episodes.mask.sum()) / elapsed
 
     def time_replay(self, probe: bool = False) -> float:
         """Raw physics of exactly the sampler's last batch (see :meth:`replay`)."""
         assert self.last_sampled is not None, "time_sampler runs first"
-        final = self.sampler._env(self.num_envs).sim.qpos  # noqa: SLF001 - for the check
-        seconds = self.replay(*self.last_sampled, final, probe)
+        seconds = self.replay(*self.last_sampled, probe)
         return float(self.last_sampled[1].mask.sum()) / seconds
 
     def replay(
@@ -211,7 +216,7 @@ def main() -> None:
             case = Case(name, preset, args)
             columns = ["raw", "raw-replay"]
             columns += ["replay+probe"] if case.raw.probe_model is not None else []
-            columns += ["env", "sampler"]
+            columns += ["env", "sampler", "one-lane"]
             columns += [] if args.no_thread_comparison else ["torch-default"]
             workloads: dict[str, Callable[[], float]] = {
                 "raw": case.time_raw,
@@ -219,9 +224,11 @@ def main() -> None:
                 "replay+probe": functools.partial(case.time_replay, True),
                 "env": case.time_env,
                 "sampler": functools.partial(case.time_sampler, 1),
+                "one-lane": functools.partial(case.time_sampler, 1, 1),
                 "torch-default": functools.partial(case.time_sampler, None),
             }
-            case.time_sampler(1)  # warm up: thread pools, allocations
+            case.time_sampler(1, 1)  # warm up: thread pools, allocations
+            case.time_sampler(1)
             rounds = []
             for index in range(args.rounds):  # interleaved, in rotating order
                 shift = index % len(columns)

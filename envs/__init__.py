@@ -11,7 +11,7 @@ from typing import Any
 import gymnasium as gym
 
 from envs.ant import AntDir, AntGoal, AntVel
-from envs.base import BatchedEnv, StepResult, Task, TaskFamily
+from envs.base import BatchedEnv, StepResult, Task, TaskFamily, default_num_threads
 from envs.gym_env import TaskEnv
 from envs.half_cheetah import HalfCheetahDir, HalfCheetahVel
 from envs.navigation import Navigation2D
@@ -69,6 +69,7 @@ __all__ = [
     "Task",
     "TaskEnv",
     "TaskFamily",
+    "default_num_threads",
     "family_class",
     "make_family",
     "make_task_env",

@@ -17,6 +17,7 @@ envs/ knows nothing of torch or of learning code: everything here is numpy.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,11 @@ import numpy as np
 
 Task = dict[str, Any]
 """A task: JSON-serialisable dict of floats / lists of floats, e.g. ``{"velocity": 1.2}``."""
+
+
+def default_num_threads() -> int:
+    """Threads used for stepping: the cores this process may run on."""
+    return len(os.sched_getaffinity(0))
 
 
 @dataclass
@@ -119,9 +125,14 @@ class TaskFamily(ABC):
     def sample_tasks(self, num_tasks: int) -> list[Task]:
         """Draw ``num_tasks`` independent tasks from the family's distribution."""
 
+    steps_without_gil: bool = False
+    """Whether its batched environments step outside Python's GIL (in C), so that several of
+    them can step at once on separate threads (the sampler's lanes)."""
+
     @abstractmethod
-    def make_batched_env(self, num_envs: int) -> BatchedEnv:
-        """A batched environment of ``num_envs`` slots configured like this family."""
+    def make_batched_env(self, num_envs: int, num_threads: int | None = None) -> BatchedEnv:
+        """A batched environment of ``num_envs`` slots configured like this family, stepping on
+        ``num_threads`` threads (``None``: one per core) where it steps in parallel at all."""
 
     @property
     def preset(self) -> str:

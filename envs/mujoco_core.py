@@ -1,8 +1,10 @@
 """Batched MuJoCo simulation shared by the locomotion task families.
 
 All ``num_envs`` slots share one :class:`mujoco.MjModel` and are stepped together, in C, by
-:mod:`mujoco.rollout` on a thread pool (one thread per core); observations and rewards are
-then computed vectorised in numpy from the batch state.  No per-slot Python loop runs per step.
+:mod:`mujoco.rollout` (on a thread pool of its own, one thread per core by default, or on the
+calling thread with ``num_threads=1``, the GIL released either way); observations and rewards
+are then computed vectorised in numpy from the batch state.  No per-slot Python loop runs per
+step.
 
 The stepped model carries only the sensors a preset needs, so that stepping costs what the bare
 model costs.  Quantities that need MuJoCo's pipeline rather than the raw state are obtained as
@@ -42,7 +44,7 @@ import mujoco  # noqa: E402  (MUJOCO_GL must be set before mujoco is imported)
 import numpy as np  # noqa: E402
 from mujoco import rollout  # noqa: E402
 
-from envs.base import BatchedEnv, StepResult, Task, TaskFamily  # noqa: E402
+from envs.base import BatchedEnv, StepResult, Task, TaskFamily, default_num_threads  # noqa: E402
 
 LOGGER = logging.getLogger("envs.mujoco")
 ASSETS = os.path.join(os.path.dirname(gymnasium.__file__ or ""), "envs", "mujoco", "assets")
@@ -130,21 +132,13 @@ def load_model(xml_file: str, sensors: str = "none") -> mujoco.MjModel:
     return copy.deepcopy(_compiled_model(xml_file, sensors))
 
 
-@functools.cache
-def _rollout_pool(pid: int, num_threads: int) -> rollout.Rollout:
-    return rollout.Rollout(nthread=num_threads)
-
-
-def default_num_threads() -> int:
-    """Threads used for stepping: the cores this process may run on."""
-    return len(os.sched_getaffinity(0))
-
-
 class BatchedSimulation:
     """``num_envs`` copies of one model, stepped together by :mod:`mujoco.rollout`.
 
     ``state`` is the ``[num_envs, nstate]`` array of MuJoCo full physics states; ``sensors``
-    holds the sensor values of the last step (or probe) for every slot.
+    holds the sensor values of the last step (or probe) for every slot.  Each simulation owns
+    its rollout thread pool (none with one thread), so that several can step at once from
+    different Python threads.
     """
 
     def __init__(
@@ -159,7 +153,7 @@ class BatchedSimulation:
         self.probe_model = probe_model
         self.num_envs = num_envs
         self.frame_skip = frame_skip
-        self.num_threads = num_threads or default_num_threads()
+        self.num_threads = min(num_threads or default_num_threads(), num_envs)
         self.dt = model.opt.timestep * frame_skip
         data = mujoco.MjData(model)
         self.state = np.zeros((num_envs, mujoco.mj_stateSize(model, _FULL_STATE)))
@@ -190,10 +184,19 @@ class BatchedSimulation:
         self._state_out = np.empty((self.num_envs, self.frame_skip, self.state.shape[1]))
         self._sensors_out = np.empty((self.num_envs, self.frame_skip, self.model.nsensordata))
         self._probe_sensors_out = np.empty((self.num_envs, 1, self.sensors.shape[1]))
+        self._pool: tuple[int, rollout.Rollout] | None = None
+
+    def _rollout(self) -> rollout.Rollout:
+        """This simulation's rollout pool, made anew in a forked child (threads do not fork)."""
+        if self._pool is None or self._pool[0] != os.getpid():
+            threads = 0 if self.num_threads == 1 else self.num_threads  # 0: the calling thread
+            self._pool = (os.getpid(), rollout.Rollout(nthread=threads))
+        return self._pool[1]
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         workers = ("_datas", "_probe_datas", "_state_out", "_sensors_out", "_probe_sensors_out")
+        state.pop("_pool")
         for key in (*workers, "_renderer"):
             state.pop(key)
         return state
@@ -239,7 +242,7 @@ class BatchedSimulation:
             (ctrl if index is None else ctrl[index])[:, None, :], self.frame_skip, axis=1
         )
         states, sensors = self._state_out[:count], self._sensors_out[:count]
-        _rollout_pool(os.getpid(), self.num_threads).rollout(
+        self._rollout().rollout(
             [self.model] * count,
             self._datas,
             initial,
@@ -262,7 +265,7 @@ class BatchedSimulation:
         if count == 0:
             return
         sensors = self._probe_sensors_out[:count]
-        _rollout_pool(os.getpid(), self.num_threads).rollout(
+        self._rollout().rollout(
             [self.probe_model] * count,
             self._probe_datas,
             self.state if index is None else self.state[index],
@@ -422,6 +425,7 @@ class LocomotionFamily(TaskFamily):
     """
 
     xml_file: str
+    steps_without_gil = True
     contact_sensors: bool = False
     planar: bool = False  # robot in the x-z plane: centre of mass by PlanarKinematics
     timestep: dict[str, float] = {}  # model timestep per preset, when it differs from the XML
@@ -444,10 +448,12 @@ class LocomotionFamily(TaskFamily):
         """Whether measuring needs a forward pass at the new state (see :meth:`measure`)."""
         return self.physics.measure_after_step and not self.planar
 
-    def make_batched_env(self, num_envs: int) -> BatchedLocomotionEnv:
-        return BatchedLocomotionEnv(num_envs, self)
+    def make_batched_env(
+        self, num_envs: int, num_threads: int | None = None
+    ) -> BatchedLocomotionEnv:
+        return BatchedLocomotionEnv(num_envs, self, num_threads)
 
-    def build_simulation(self, num_envs: int) -> BatchedSimulation:
+    def build_simulation(self, num_envs: int, num_threads: int | None = None) -> BatchedSimulation:
         """The batched simulation of this family's robot under its physics preset."""
         step_sensors = "contacts" if self.contact_sensors and not self.needs_probe else "none"
         model = load_model(self.xml_file, step_sensors)
@@ -457,7 +463,7 @@ class LocomotionFamily(TaskFamily):
         if self.needs_probe:
             probe = make_probe_model(load_model(self.xml_file, "all"), self.contact_sensors)
             probe.opt.timestep = model.opt.timestep
-        return BatchedSimulation(model, num_envs, self.physics.frame_skip, probe)
+        return BatchedSimulation(model, num_envs, self.physics.frame_skip, probe, num_threads)
 
     def initial_qpos(self, model: mujoco.MjModel) -> np.ndarray:
         """Mean initial joint positions before noise (the model's reference pose)."""
@@ -529,11 +535,13 @@ def contact_forces(sim: BatchedSimulation) -> np.ndarray:
 class BatchedLocomotionEnv(BatchedEnv):
     """``num_envs`` robots of one :class:`LocomotionFamily`, each with its own task."""
 
-    def __init__(self, num_envs: int, family: LocomotionFamily) -> None:
+    def __init__(
+        self, num_envs: int, family: LocomotionFamily, num_threads: int | None = None
+    ) -> None:
         super().__init__(num_envs)
         self.family = family
         self.horizon = family.horizon
-        self.sim = family.build_simulation(num_envs)
+        self.sim = family.build_simulation(num_envs, num_threads)
         self.action_dim = self.sim.model.nu
         low, high = self.sim.model.actuator_ctrlrange.T
         self._ctrl_center, self._ctrl_half_range = (high + low) / 2, (high - low) / 2

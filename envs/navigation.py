@@ -77,7 +77,10 @@ class Navigation2D(TaskFamily):
         goals = self.rng.uniform(-self.goal_range, self.goal_range, size=(num_tasks, 2))
         return [{"goal": [float(x), float(y)]} for x, y in goals]
 
-    def make_batched_env(self, num_envs: int) -> BatchedNavigation2D:
+    def make_batched_env(
+        self, num_envs: int, num_threads: int | None = None
+    ) -> BatchedNavigation2D:
+        """Stepped in numpy on the calling thread, whatever ``num_threads`` says."""
         return BatchedNavigation2D(num_envs, self.max_step, self.goal_tolerance, self.horizon)
 
 

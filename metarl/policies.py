@@ -95,15 +95,10 @@ class GaussianMLPPolicy(nn.Module):
         mean, log_std = self.mean_and_log_std(observations, params)
         return gaussian_log_prob(actions, mean, log_std)
 
-    def sample(
-        self, observations: Tensor, params: Params, generator: torch.Generator | None = None
-    ) -> Tensor:
-        """Actions ``a = μ + σ·ε`` with ``ε ~ N(0, I)`` drawn from ``generator``."""
+    def act(self, observations: Tensor, params: Params, noise: Tensor) -> Tensor:
+        """Actions ``a = μ + σ·ε`` for given standard normal noise ``ε`` (shaped like ``a``)."""
         with torch.no_grad():
             mean, log_std = self.mean_and_log_std(observations, params)
-            noise = torch.randn(
-                mean.shape, generator=generator, dtype=mean.dtype, device=mean.device
-            )
             return mean + log_std.exp() * noise
 
 

@@ -1,88 +1,134 @@
-"""Lock-stepped sampling of all tasks × all trajectories of a meta-batch as one batch.
+"""Lock-stepped sampling of all tasks × all trajectories of a meta-batch, in lanes.
 
-One policy call per time step serves the whole batch, whether the K tasks share the
-meta-parameters (pre-update) or each has its own adapted parameters (post-update).  No worker
-processes, threads or event loops: the simulator's own batched step does the parallel work.
+One policy call per time step serves a whole lane, whether its tasks share the meta-parameters
+(pre-update) or each has its own adapted parameters (post-update).  For families whose
+environments step outside the GIL (MuJoCo), the tasks are split into one lane per core: each
+lane is a batched environment stepped on its own thread, running its policy calls and physics
+back to back without waiting for the others, so that the cores never idle between a policy
+call and a physics step.  Other families (numpy-only) run as one lane on the calling thread.
+
+Splitting into lanes changes nothing but speed: initial states are drawn slot by slot from one
+stream, the action noise of the whole batch is drawn up front, and each slot's trajectory
+depends only on its own state and noise.  (Only to the last bit: a matrix product's rounding
+may depend on where its rows lie in memory, and contact dynamics amplify such differences.
+For a given number of lanes, sampling is bitwise reproducible.)
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from envs import BatchedEnv, Task, TaskFamily
+from envs import BatchedEnv, Task, TaskFamily, default_num_threads
 from metarl.episodes import Episodes
 from metarl.policies import GaussianMLPPolicy, Params
 from metarl.runtime import keep_freed_memory
 
 
+@dataclass
+class _Lane:
+    """One batched environment and the contiguous tasks ``first:last`` it runs."""
+
+    env: BatchedEnv
+    first: int
+    last: int
+
+
 class BatchSampler:
-    """Collects ``num_trajectories`` episodes for each of K tasks in one lock-stepped batch.
+    """Collects ``num_trajectories`` episodes for each of K tasks in lock-stepped lanes.
 
     Randomness comes from two seeded streams owned by the sampler: a numpy generator for
     environment resets and a torch generator for action noise (see :meth:`state_dict`).
 
-    While sampling, torch runs on ``policy_threads`` threads (restored afterwards; ``None``
-    leaves torch's setting): the simulator's threads use the cores, and idle torch threads that
-    spin-wait after each policy call would take CPU from them.
+    A batch is split into at most ``num_lanes`` lanes (``None``: one per core for families
+    whose environments step outside the GIL, else one); a lane holds whole tasks, and its
+    simulator uses its share of the cores.  While sampling, torch runs on ``policy_threads``
+    threads (restored afterwards; ``None`` leaves torch's setting): the simulator's threads use
+    the cores, and idle torch threads that spin-wait after each policy call would take CPU
+    from them.
     """
 
     policy_threads: int | None = 1
 
-    def __init__(self, family: TaskFamily, num_trajectories: int, seed: int) -> None:
+    def __init__(
+        self, family: TaskFamily, num_trajectories: int, seed: int, num_lanes: int | None = None
+    ) -> None:
+        if num_lanes is not None and num_lanes < 1:
+            raise ValueError(f"num_lanes must be >= 1, got {num_lanes}")
         self.family = family
         self.num_trajectories = num_trajectories
+        self.num_lanes = num_lanes
         seeds = np.random.SeedSequence(seed).spawn(2)
         self.env_rng = np.random.default_rng(seeds[0])
         self.action_generator = torch.Generator().manual_seed(
             int(seeds[1].generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
         )
-        self._envs: dict[int, BatchedEnv] = {}
+        self._lanes: dict[int, list[_Lane]] = {}
+        self._executor: ThreadPoolExecutor | None = None  # runs all lanes but the first
+        self._executor_size = 0
+        self.last_envs: list[BatchedEnv] = []
+        """The environments of the last :meth:`sample`, in task order (lane by lane)."""
         keep_freed_memory()  # the per-step policy buffers are reused, not page-faulted anew
 
-    def _env(self, num_envs: int) -> BatchedEnv:
-        if num_envs not in self._envs:
-            self._envs[num_envs] = self.family.make_batched_env(num_envs)
-        return self._envs[num_envs]
+    def _lanes_for(self, num_tasks: int) -> list[_Lane]:
+        if num_tasks not in self._lanes:
+            cores = default_num_threads()
+            wanted = self.num_lanes or (cores if self.family.steps_without_gil else 1)
+            count = min(wanted, num_tasks)
+            bounds = np.linspace(0, num_tasks, count + 1).round().astype(int)
+            threads = max(1, cores // count)
+            self._lanes[num_tasks] = [
+                _Lane(
+                    self.family.make_batched_env((last - first) * self.num_trajectories, threads),
+                    int(first),
+                    int(last),
+                )
+                for first, last in zip(bounds[:-1], bounds[1:])
+            ]
+        return self._lanes[num_tasks]
 
     def sample(self, tasks: Sequence[Task], policy: GaussianMLPPolicy, params: Params) -> Episodes:
         """Roll out ``policy`` under ``params`` (shared, or one set per task) on every task."""
-        num_tasks, per_task = len(tasks), self.num_trajectories
-        env = self._env(num_tasks * per_task)
-        env.set_tasks([task for task in tasks for _ in range(per_task)])
+        lanes = self._lanes_for(len(tasks))
+        self.last_envs = [lane.env for lane in lanes]
         params = {name: p.detach().cpu().float() for name, p in params.items()}
-        with _torch_threads(self.policy_threads):
-            return self._sample(env, num_tasks, policy, params)
-
-    def _sample(
-        self, env: BatchedEnv, num_tasks: int, policy: GaussianMLPPolicy, params: Params
-    ) -> Episodes:
-        per_task = self.num_trajectories
-        observation = env.reset(self.env_rng)
-        observations, actions, rewards, masks = [], [], [], []
-        for _ in range(env.horizon):
-            alive = env.alive.copy()
-            if not alive.any():
-                break
-            obs = torch.from_numpy(observation).float().view(num_tasks, per_task, -1)
-            action = policy.sample(obs, params, self.action_generator)
-            result = env.step(action.view(num_tasks * per_task, -1).numpy().astype(np.float64))
-            observations.append(obs)
-            actions.append(action)
-            rewards.append(result.reward)
-            masks.append(alive)
-            observation = result.observation
-        shape = (len(rewards), num_tasks, per_task)
-        return Episodes(
-            observations=torch.stack(observations),
-            actions=torch.stack(actions),
-            rewards=torch.from_numpy(np.stack(rewards)).float().view(shape),
-            mask=torch.from_numpy(np.stack(masks)).float().view(shape),
+        per_task, starts = self.num_trajectories, []
+        for lane in lanes:  # in task order: the reset stream is drawn slot by slot
+            lane.env.set_tasks([t for t in tasks[lane.first : lane.last] for _ in range(per_task)])
+            starts.append(lane.env.reset(self.env_rng))
+        env = lanes[0].env
+        noise = torch.randn(
+            (env.horizon, len(tasks), per_task, env.action_dim),
+            generator=self.action_generator,
         )
+        with _torch_threads(self.policy_threads):
+            jobs = [
+                (lane, start, _lane_params(params, lane), noise[:, lane.first : lane.last])
+                for lane, start in zip(lanes, starts)
+            ]
+            if len(jobs) == 1:
+                parts = [_run_lane(policy, *jobs[0], self.policy_threads)]
+            else:
+                if self._executor is None or self._executor_size < len(jobs) - 1:
+                    if self._executor is not None:
+                        self._executor.shutdown()
+                    self._executor_size = len(jobs) - 1
+                    self._executor = ThreadPoolExecutor(self._executor_size, "metarl-lane")
+                others = [
+                    self._executor.submit(_run_lane, policy, *job, self.policy_threads)
+                    for job in jobs[1:]
+                ]
+                parts = [
+                    _run_lane(policy, *jobs[0], self.policy_threads),
+                    *(job.result() for job in others),
+                ]
+        return _join(parts)
 
     def state_dict(self) -> dict[str, Any]:
         """The sampler's random streams, for exact resume."""
@@ -94,6 +140,66 @@ class BatchSampler:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.env_rng.bit_generator.state = state["env_rng"]
         self.action_generator.set_state(state["action_generator"])
+
+
+def _lane_params(params: Params, lane: _Lane) -> Params:
+    """The lane's share of per-task parameter sets (shared ones as they are)."""
+    if params["log_std"].dim() == 1:
+        return params
+    return {name: p[lane.first : lane.last] for name, p in params.items()}
+
+
+def _run_lane(
+    policy: GaussianMLPPolicy,
+    lane: _Lane,
+    observation: np.ndarray,
+    params: Params,
+    noise: torch.Tensor,
+    torch_threads: int | None,
+) -> Episodes:
+    """Step one lane's environment until its horizon or until every slot has ended."""
+    if torch_threads is not None and torch.get_num_threads() != torch_threads:
+        torch.set_num_threads(torch_threads)  # OpenMP's setting is per thread: set it here too
+    env, num_tasks = lane.env, lane.last - lane.first
+    observations, actions, rewards, masks = [], [], [], []
+    for step in range(env.horizon):
+        alive = env.alive.copy()
+        if not alive.any():
+            break
+        obs = torch.from_numpy(observation).float().view(num_tasks, -1, observation.shape[-1])
+        action = policy.act(obs, params, noise[step])
+        result = env.step(action.view(-1, env.action_dim).numpy().astype(np.float64))
+        observations.append(obs)
+        actions.append(action)
+        rewards.append(result.reward)
+        masks.append(alive)
+        observation = result.observation
+    shape = (len(rewards), num_tasks, -1)
+    return Episodes(
+        observations=torch.stack(observations),
+        actions=torch.stack(actions),
+        rewards=torch.from_numpy(np.stack(rewards)).float().view(shape),
+        mask=torch.from_numpy(np.stack(masks)).float().view(shape),
+    )
+
+
+def _join(parts: list[Episodes]) -> Episodes:
+    """Lanes' episodes side by side along the task axis, padded in time to the longest lane;
+    observations and actions are zero where the mask is (as they would be in a single lane)."""
+    steps = max(len(part.mask) for part in parts)
+
+    def padded(tensor: torch.Tensor) -> torch.Tensor:
+        extra = tensor.new_zeros((steps - len(tensor), *tensor.shape[1:]))
+        return torch.cat([tensor, extra])
+
+    mask = torch.cat([padded(part.mask) for part in parts], dim=1)
+    live = mask.unsqueeze(-1) > 0
+    return Episodes(
+        observations=torch.cat([padded(p.observations) for p in parts], 1).where(live, 0.0),
+        actions=torch.cat([padded(p.actions) for p in parts], 1).where(live, 0.0),
+        rewards=torch.cat([padded(part.rewards) for part in parts], dim=1),
+        mask=mask,
+    )
 
 
 @contextlib.contextmanager

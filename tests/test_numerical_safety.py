@@ -123,7 +123,9 @@ class FlakyNavigation(Navigation2D):
         super().__init__(seed, horizon=horizon)
         self.num_sampling_calls = 0
 
-    def make_batched_env(self, num_envs: int) -> BatchedNavigation2D:
+    def make_batched_env(
+        self, num_envs: int, num_threads: int | None = None
+    ) -> BatchedNavigation2D:
         return FlakyBatchedNavigation(self, num_envs)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import envs
+from metarl.episodes import Episodes
 from metarl.policies import GaussianMLPPolicy
 from metarl.sampling import BatchSampler
 
@@ -14,9 +16,9 @@ class CountingPolicy(GaussianMLPPolicy):
 
     calls = 0
 
-    def sample(self, *args, **kwargs):  # type: ignore[override]
+    def act(self, *args, **kwargs):  # type: ignore[override]
         self.calls += 1
-        return super().sample(*args, **kwargs)
+        return super().act(*args, **kwargs)
 
 
 def test_per_task_parameters_equal_separate_evaluations() -> None:
@@ -72,3 +74,54 @@ def test_sampler_is_reproducible_from_its_seed_and_state() -> None:
     a.load_state_dict(state)
     assert torch.equal(second.actions, a.sample(tasks, policy, policy.meta_parameters()).actions)
     assert not torch.equal(first.actions, second.actions)
+
+
+def _batches_by_lanes(family: envs.TaskFamily, lanes: tuple[int, ...]) -> dict[int, Episodes]:
+    """The same 5 tasks × 2 trajectories sampled with each number of lanes."""
+    tasks = family.sample_tasks(5)
+    probe = family.make_batched_env(1)
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(probe.observation_dim, probe.action_dim, (16,), init_std=2.0)
+    per_task = {
+        k: v.detach() + 0.5 * torch.randn(5, *v.shape) for k, v in policy.meta_parameters().items()
+    }
+    batches = {}
+    for count in lanes:
+        sampler = BatchSampler(family, 2, seed=3, num_lanes=count)
+        batches[count] = sampler.sample(tasks, policy, per_task)
+        assert len(sampler.last_envs) == count
+    return batches
+
+
+@pytest.mark.parametrize(
+    ("family_name", "kwargs"),
+    [
+        ("HalfCheetahVel", {"physics": "original", "horizon": 8}),
+        ("Navigation2D", {"goal_tolerance": 0.3, "horizon": 30}),  # a lane ends early
+    ],
+)
+def test_lanes_change_nothing_but_speed(family_name: str, kwargs: dict) -> None:
+    """A batch split into lanes (stepped on separate threads) is the unsplit batch: the same
+    masks, and values equal up to the rounding of matrix products; padded where a lane ends
+    before the others."""
+    batches = _batches_by_lanes(envs.make_family(family_name, seed=0, **kwargs), (1, 2, 3, 5))
+    one = batches[1]
+    if family_name == "Navigation2D":  # a task (a lane of 5) ends early: its lane is padded
+        assert (one.mask[-1].sum(-1) == 0).any()
+    for lanes in (2, 3, 5):
+        assert torch.equal(batches[lanes].mask, one.mask)
+        for field in ("observations", "actions", "rewards"):
+            torch.testing.assert_close(
+                getattr(batches[lanes], field), getattr(one, field), rtol=1e-5, atol=1e-5
+            )
+        assert torch.all(batches[lanes].observations[one.mask == 0] == 0)
+
+
+def test_lanes_are_reproducible() -> None:
+    def sample() -> Episodes:
+        family = envs.make_family("AntVel", seed=0, physics="gymnasium", horizon=30)
+        return _batches_by_lanes(family, (2,))[2]
+
+    first, second = sample(), sample()
+    for field in ("observations", "actions", "rewards", "mask"):
+        assert torch.equal(getattr(first, field), getattr(second, field)), field
