@@ -4,9 +4,9 @@ For each family and physics preset, one run times in interleaved rounds (medians
 
 * raw: the bare XML model (the preset's timestep and frame skip, no sensors) with
   B = tasks x trajectories slots, started from the family's reset states and stepped by
-  ``mujoco.rollout`` on the simulator's thread pool for ``--steps`` control steps under
-  random controls (standard normal, clipped to [-1, 1]); no policy, observations, rewards or
-  probe;
+  ``mujoco.rollout`` on the simulator's thread pool for an episode (the preset's horizon, or
+  ``--steps``) under random controls (standard normal, clipped to [-1, 1]); no policy,
+  observations, rewards or probe;
 * raw-replay: the same bare model and rollout, replaying exactly the sampler's previous batch:
   the same initial states, the same controls, the same live slots.  This is the physics work of
   the sampled batch itself (the initial policy saturates its actions more often than random
@@ -30,7 +30,7 @@ Rates are slot control steps per second; raw-replay, env and sampler count live 
 the medians of the per-round ratios to raw, to raw-replay and to the physics the preset requires
 (replay+probe where there is a probe pass, raw-replay otherwise).
 
-    python benchmarks/bench_sampler.py --tasks 40 --trajectories 20 --steps 40 --rounds 5
+    python benchmarks/bench_sampler.py --tasks 40 --trajectories 20 --rounds 5
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class Case:
         self.family = make_family(name, seed=0, physics=preset, horizon=args.steps)
         assert isinstance(self.family, LocomotionFamily)
         self.num_envs = args.tasks * args.trajectories
-        self.num_steps = args.steps
+        self.num_steps = self.family.horizon
         self.rng = np.random.default_rng(0)
         self.env = self.family.make_batched_env(self.num_envs)
         assert isinstance(self.env, BatchedLocomotionEnv)
@@ -190,7 +190,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=40, help="tasks per batch (K)")
     parser.add_argument("--trajectories", type=int, default=20, help="trajectories per task (M)")
-    parser.add_argument("--steps", type=int, default=40, help="control steps per episode")
+    parser.add_argument(
+        "--steps", type=int, help="control steps per episode (default: the preset's horizon)"
+    )
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
     parser.add_argument(
         "--families", nargs="+", default=["HalfCheetahVel", "AntVel"], choices=FAMILY_NAMES
@@ -203,7 +205,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     print(
-        f"B = {args.tasks} tasks x {args.trajectories} trajectories, {args.steps} steps, "
+        f"B = {args.tasks} tasks x {args.trajectories} trajectories, "
+        f"{args.steps or 'horizon'} steps, "
         f"{args.rounds} rounds, {default_num_threads()} simulator threads, "
         f"torch default threads {torch.get_num_threads()}, mujoco {mujoco.__version__}"
     )

@@ -567,16 +567,19 @@ class BatchedLocomotionEnv(BatchedEnv):
 
     def _initial_state(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Reference pose plus noise, drawn slot by slot (qpos then qvel, as gymnasium does),
-        so that slot 0 of any batch matches a batch of one."""
+        so that slot 0 of any batch matches a batch of one and a batch split in two draws
+        what the whole batch draws."""
         physics, model = self.family.physics, self.sim.model
         qpos = np.tile(self.family.initial_qpos(model), (self.num_envs, 1))
         qvel = np.zeros((self.num_envs, model.nv))
         scale = physics.qpos_noise_scale
+        if physics.qpos_noise == "normal":  # one draw, row by row: the slot-by-slot stream
+            noise = rng.standard_normal((self.num_envs, model.nq + model.nv))
+            qpos += scale * noise[:, : model.nq]
+            qvel += physics.qvel_noise_scale * noise[:, model.nq :]
+            return qpos, qvel
         for slot in range(self.num_envs):
-            if physics.qpos_noise == "uniform":
-                qpos[slot] += rng.uniform(-scale, scale, size=model.nq)
-            else:
-                qpos[slot] += scale * rng.standard_normal(model.nq)
+            qpos[slot] += rng.uniform(-scale, scale, size=model.nq)
             qvel[slot] += physics.qvel_noise_scale * rng.standard_normal(model.nv)
         return qpos, qvel
 
