@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +38,9 @@ class _Lane:
     env: BatchedEnv
     first: int
     last: int
+
+
+_LaneJob = tuple[_Lane, np.ndarray, Params, torch.Tensor]  # lane, first observations, θ, noise
 
 
 class BatchSampler:
@@ -107,28 +110,31 @@ class BatchSampler:
             (env.horizon, len(tasks), per_task, env.action_dim),
             generator=self.action_generator,
         )
+        jobs: list[_LaneJob] = [
+            (lane, start, _lane_params(params, lane), noise[:, lane.first : lane.last])
+            for lane, start in zip(lanes, starts)
+        ]
         with _torch_threads(self.policy_threads):
-            jobs = [
-                (lane, start, _lane_params(params, lane), noise[:, lane.first : lane.last])
-                for lane, start in zip(lanes, starts)
-            ]
-            if len(jobs) == 1:
-                parts = [_run_lane(policy, *jobs[0], self.policy_threads)]
-            else:
-                if self._executor is None or self._executor_size < len(jobs) - 1:
-                    if self._executor is not None:
-                        self._executor.shutdown()
-                    self._executor_size = len(jobs) - 1
-                    self._executor = ThreadPoolExecutor(self._executor_size, "metarl-lane")
-                others = [
-                    self._executor.submit(_run_lane, policy, *job, self.policy_threads)
-                    for job in jobs[1:]
-                ]
-                parts = [
-                    _run_lane(policy, *jobs[0], self.policy_threads),
-                    *(job.result() for job in others),
-                ]
+            parts = self._run_lanes(policy, jobs)
         return _join(parts)
+
+    def _run_lanes(self, policy: GaussianMLPPolicy, jobs: list[_LaneJob]) -> list[Episodes]:
+        """Every lane's episodes: the first lane on this thread, the others on the executor's."""
+        if len(jobs) == 1:
+            return [_run_lane(policy, *jobs[0], self.policy_threads)]
+        if self._executor is None or self._executor_size < len(jobs) - 1:
+            if self._executor is not None:
+                self._executor.shutdown()
+            self._executor_size = len(jobs) - 1
+            self._executor = ThreadPoolExecutor(self._executor_size, "metarl-lane")
+        others = [
+            self._executor.submit(_run_lane, policy, *job, self.policy_threads) for job in jobs[1:]
+        ]
+        try:
+            first = _run_lane(policy, *jobs[0], self.policy_threads)
+        finally:  # no lane may still be stepping when sampling returns or raises
+            wait(others)
+        return [first, *(job.result() for job in others)]
 
     def state_dict(self) -> dict[str, Any]:
         """The sampler's random streams, for exact resume."""
