@@ -23,7 +23,6 @@ import sys
 from collections import defaultdict
 from typing import Any
 
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -72,13 +71,14 @@ def raw_physics(config: Config, family: envs.TaskFamily) -> Any:
 def record_batches(sampler: BatchSampler, batches: list[Any]) -> None:
     """Make ``sampler`` keep what replaying each batch it samples needs (``Case.replay``): its
     reset stream as it was, the episodes and the final joint positions."""
+    from bench_sampler import final_qpos
+
     sample = sampler.sample
 
     def recording(tasks: Any, policy: Any, params: Any) -> Any:
         stream = copy.deepcopy(sampler.env_rng)
         episodes = sample(tasks, policy, params)
-        final = np.concatenate([env.sim.qpos for env in sampler.last_envs])  # type: ignore[attr-defined]
-        batches.append((stream, episodes, final))
+        batches.append((stream, episodes, final_qpos(sampler)))
         return episodes
 
     sampler.sample = recording  # type: ignore[method-assign]

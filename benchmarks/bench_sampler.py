@@ -136,8 +136,7 @@ class Case:
         start = time.perf_counter()
         episodes = sampler.sample(self.tasks, self.policy, self.params)
         elapsed = time.perf_counter() - start
-        final = np.concatenate([env.sim.qpos for env in sampler.last_envs])  # type: ignore[attr-defined]
-        self.last_sampled = (reset_stream, episodes, final)
+        self.last_sampled = (reset_stream, episodes, final_qpos(sampler))
         return float(episodes.mask.sum()) / elapsed
 
     def time_replay(self, probe: bool = False) -> float:
@@ -165,6 +164,11 @@ class Case:
         if not np.array_equal(self.raw.qpos, final_qpos):
             print("warning: the replay did not reproduce the sampled trajectories")
         return seconds
+
+
+def final_qpos(sampler: BatchSampler) -> np.ndarray:
+    """Joint positions ``[K * M, nq]`` of every slot at the end of the sampler's last batch."""
+    return np.concatenate([env.sim.qpos for env in sampler.last_envs])  # type: ignore[attr-defined]
 
 
 def adapted_parameters(policy: GaussianMLPPolicy, num_tasks: int) -> Params:

@@ -196,8 +196,7 @@ class BatchedSimulation:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         workers = ("_datas", "_probe_datas", "_state_out", "_sensors_out", "_probe_sensors_out")
-        state.pop("_pool")
-        for key in (*workers, "_renderer"):
+        for key in (*workers, "_pool", "_renderer"):
             state.pop(key)
         return state
 

@@ -191,7 +191,8 @@ def _run_lane(
 
 def _join(parts: list[Episodes]) -> Episodes:
     """Lanes' episodes side by side along the task axis, padded in time to the longest lane;
-    observations and actions are zero where the mask is (as they would be in a single lane)."""
+    observations and actions are set to zero wherever the mask is, so that padded and unpadded
+    steps after an episode's end look alike whatever the lanes."""
     steps = max(len(part.mask) for part in parts)
 
     def padded(tensor: torch.Tensor) -> torch.Tensor:
