@@ -11,7 +11,8 @@ model costs.  Quantities that need MuJoCo's pipeline rather than the raw state a
 cheaply as exactness allows:
 
 * centre of mass of the torso subtree and its velocity of a planar robot (HalfCheetah):
-  :class:`PlanarKinematics`, its forward kinematics in numpy from ``qpos``/``qvel``;
+  :class:`~envs.planar.PlanarKinematics`, its forward kinematics from ``qpos``/``qvel`` in one
+  compiled loop;
 * ``"original"`` preset, contact forces (Ant): after each control step a *probe* rollout runs one
   forward pass at the new state with the same control (as rllab's ``model.forward()`` after
   stepping) and returns sensors (contact forces, torso orientation, centre of mass and its
@@ -45,6 +46,7 @@ import numpy as np  # noqa: E402
 from mujoco import rollout  # noqa: E402
 
 from envs.base import BatchedEnv, StepResult, Task, TaskFamily, default_num_threads  # noqa: E402
+from envs.planar import PlanarKinematics  # noqa: E402
 
 LOGGER = logging.getLogger("envs.mujoco")
 ASSETS = os.path.join(os.path.dirname(gymnasium.__file__ or ""), "envs", "mujoco", "assets")
@@ -306,104 +308,6 @@ def make_probe_model(model: mujoco.MjModel, contacts: bool) -> mujoco.MjModel:
             mujoco.mjtDisableBit.mjDSBL_CONTACT | mujoco.mjtDisableBit.mjDSBL_CONSTRAINT
         )
     return probe
-
-
-class PlanarKinematics:
-    """Centre of mass of a planar robot's subtree and its velocity, vectorised over slots.
-
-    For a kinematic tree moving in the x-z plane (body frames unrotated in the model, hinges
-    about +y through the body origins, slide joints in the x-z plane on the root body only) the
-    centre of mass of the root's subtree is ``x_root + sum_f R(phi_f) a_f``, one constant vector
-    ``a_f`` (mass-weighted offsets expressed in body frame ``f``) per body, ``phi_f`` the body's
-    accumulated hinge angle and ``R`` the rotation about +y; its velocity follows by the chain
-    rule.  This is what ``mj_kinematics`` + ``mj_comPos`` + ``mj_subtreeVel`` compute
-    (``subtree_com`` and ``subtree_linvel`` of the root), without a forward pass.
-    """
-
-    def __init__(self, model: mujoco.MjModel, root: int = 1) -> None:
-        bodies = [b for b in range(model.nbody) if self._descends(model, b, root)]
-        index = {body: i for i, body in enumerate(bodies)}
-        self.parent = [index.get(int(model.body_parentid[b]), -1) for b in bodies]
-        if model.body_parentid[root] != 0:
-            raise ValueError(f"body {root} is not attached to the world")
-        self.hinges: list[list[tuple[int, int]]] = []  # (qpos, dof) of each body's hinges
-        self.slides: list[tuple[int, int, np.ndarray]] = []  # (qpos, dof, axis) of the root
-        for body in bodies:
-            if not np.array_equal(model.body_quat[body], [1.0, 0.0, 0.0, 0.0]):
-                raise ValueError(f"body {body} has a rotated frame: not a planar x-z robot")
-            hinges = []
-            first = model.body_jntadr[body]
-            for joint in range(first, first + model.body_jntnum[body]):
-                kind, axis = model.jnt_type[joint], model.jnt_axis[joint]
-                qpos, dof = int(model.jnt_qposadr[joint]), int(model.jnt_dofadr[joint])
-                if kind == mujoco.mjtJoint.mjJNT_HINGE and np.array_equal(axis, [0, 1, 0]):
-                    if np.any(model.jnt_pos[joint]):
-                        raise ValueError(f"joint {joint}: hinge not at its body's origin")
-                    hinges.append((qpos, dof))
-                elif kind == mujoco.mjtJoint.mjJNT_SLIDE and body == root and axis[1] == 0:
-                    if hinges:
-                        raise ValueError(f"joint {joint}: slide after a hinge")
-                    self.slides.append((qpos, dof, axis[[0, 2]].copy()))
-                else:
-                    raise ValueError(f"joint {joint} does not keep the robot in the x-z plane")
-            self.hinges.append(hinges)
-        self.qpos0 = model.qpos0.copy()
-        self._hinge_qpos = [address for hinges in self.hinges for address, _ in hinges]
-        self._hinge_dofs = [dof for hinges in self.hinges for _, dof in hinges]
-        # per body, the rows (hinges, root first) whose angles add up to its orientation;
-        # padded with the index of an extra zero row
-        first_row = np.cumsum([0] + [len(hinges) for hinges in self.hinges])
-        chains: list[list[int]] = []
-        for i, parent in enumerate(self.parent):
-            own = list(range(first_row[i], first_row[i + 1]))
-            chains.append((chains[parent] if parent >= 0 else []) + own)
-        width = max(1, *(len(chain) for chain in chains))
-        padding = len(self._hinge_qpos)
-        self._chains = np.array([chain + [padding] * (width - len(chain)) for chain in chains])
-        total = model.body_subtreemass[root]
-        offsets = model.body_ipos[bodies] * model.body_mass[bodies, None]
-        for i, body in enumerate(bodies[1:], start=1):  # a child's origin, in its parent's frame
-            offsets[self.parent[i]] += model.body_pos[body] * model.body_subtreemass[body]
-        offsets /= total
-        self.a_x, self.a_z = offsets[:, 0].copy(), offsets[:, 2].copy()
-        self.origin = model.body_pos[root][[0, 2]].copy()
-        self.com_y = offsets[:, 1].sum() + model.body_pos[root][1]
-
-    @staticmethod
-    def _descends(model: mujoco.MjModel, body: int, root: int) -> bool:
-        while body > root:
-            body = int(model.body_parentid[body])
-        return body == root
-
-    def __call__(self, qpos: np.ndarray, qvel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(com, com_velocity)``, both ``[num_envs, 3]``, of the root's subtree."""
-        # Bodies along the first axis: every operation below works on contiguous rows, and
-        # sums over bodies run in a fixed order whatever the batch size.
-        num_hinges = len(self._hinge_qpos)
-        joint_angle = np.zeros((num_hinges + 1, len(qpos)))
-        joint_rate = np.zeros_like(joint_angle)
-        np.subtract(
-            qpos[:, self._hinge_qpos].T, self.qpos0[self._hinge_qpos, None], out=joint_angle[:-1]
-        )
-        joint_rate[:-1] = qvel[:, self._hinge_dofs].T
-        angle = joint_angle[self._chains].sum(axis=1)  # [bodies, num_envs]
-        rate = joint_rate[self._chains].sum(axis=1)
-        cos, sin = np.cos(angle), np.sin(angle)
-        # R(phi) a = (cos a_x + sin a_z, cos a_z - sin a_x); d/dphi R(phi) a = (along_z, -along_x)
-        along_x = cos * self.a_x[:, None] + sin * self.a_z[:, None]
-        along_z = cos * self.a_z[:, None] - sin * self.a_x[:, None]
-        com_x, com_z = along_x.sum(axis=0) + self.origin[0], along_z.sum(axis=0) + self.origin[1]
-        velocity_x, velocity_z = (rate * along_z).sum(axis=0), -(rate * along_x).sum(axis=0)
-        for address, dof, axis in self.slides:
-            shift = qpos[:, address] - self.qpos0[address]
-            com_x += axis[0] * shift
-            com_z += axis[1] * shift
-            velocity_x += axis[0] * qvel[:, dof]
-            velocity_z += axis[1] * qvel[:, dof]
-        com, velocity = np.empty((len(qpos), 3)), np.zeros((len(qpos), 3))
-        com[:, 0], com[:, 1], com[:, 2] = com_x, self.com_y, com_z
-        velocity[:, 0], velocity[:, 2] = velocity_x, velocity_z
-        return com, velocity
 
 
 @dataclass

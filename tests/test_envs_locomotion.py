@@ -20,11 +20,11 @@ from envs.half_cheetah import HalfCheetahDir, HalfCheetahVel
 from envs.mujoco_core import (
     ASSETS,
     LocomotionFamily,
-    PlanarKinematics,
     contact_forces,
     load_model,
     mujoco,
 )
+from envs.planar import PlanarKinematics
 
 FAMILIES = [HalfCheetahVel, HalfCheetahDir, AntVel, AntDir, AntGoal]
 PRESETS = ["original", "gymnasium"]
@@ -226,8 +226,8 @@ def test_contact_forces_gymnasium_are_those_of_the_last_substep():
 
 
 def test_planar_kinematics_equal_mujoco_subtree_com_and_velocity():
-    """HalfCheetah's centre of mass and its velocity in numpy equal mj_comPos/mj_subtreeVel's,
-    far from the reference pose too."""
+    """HalfCheetah's centre of mass and its velocity from the joint angles equal
+    mj_comPos/mj_subtreeVel's, far from the reference pose too."""
     model = load_model("half_cheetah.xml")
     rng = np.random.default_rng(0)
     qpos, qvel = (
