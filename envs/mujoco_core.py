@@ -42,6 +42,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import gymnasium  # noqa: E402
 import mujoco  # noqa: E402  (MUJOCO_GL must be set before mujoco is imported)
+import numba  # noqa: E402
 import numpy as np  # noqa: E402
 from mujoco import rollout  # noqa: E402
 
@@ -423,16 +424,31 @@ def contact_forces(sim: BatchedSimulation) -> np.ndarray:
     num_bodies = sim.model.nbody - 1
     first, last = sim.sensor_slice("contact_1"), sim.sensor_slice(f"contact_{num_bodies}")
     assert last.stop - first.start == 9 * num_bodies  # one block of 9 per body, in body order
-    reading = sim.sensors[:, first.start : last.stop].reshape(sim.num_envs, num_bodies, 9)
-    force, torque = reading[:, :, 0:3], reading[:, :, 3:6]
-    arm = reading[:, :, 6:9] - sim.sensor("torso_com")[:, None, :]
     forces = np.zeros((sim.num_envs, sim.model.nbody, 6))
-    for axis in range(3):  # -(torque + arm x force), written out: np.cross is slow
-        after, then = (axis + 1) % 3, (axis + 2) % 3
-        cross = arm[:, :, after] * force[:, :, then] - arm[:, :, then] * force[:, :, after]
-        forces[:, 1:, axis] = -(torque[:, :, axis] + cross)
-    forces[:, 1:, 3:] = -force
+    _wrenches_from_contact_sensors(
+        sim.sensors, first.start, sim.sensor_slice("torso_com").start, forces
+    )
     return forces
+
+
+@numba.njit(cache=True, nogil=True)
+def _wrenches_from_contact_sensors(
+    sensors: np.ndarray, first: int, com: int, forces: np.ndarray
+) -> None:
+    """``forces[:, 1 + b] = -[torque + (point - c) x force, force]`` for every body ``b``, from
+    its block of 9 sensor values (force, torque, point) at ``first + 9 b`` and the centre of mass
+    ``c`` at ``com``; one compiled loop outside the GIL (as :mod:`envs.planar` explains)."""
+    for slot in range(sensors.shape[0]):
+        row = sensors[slot]
+        for body in range(forces.shape[1] - 1):
+            force, torque, point = first + 9 * body, first + 9 * body + 3, first + 9 * body + 6
+            for axis in range(3):
+                after, then = (axis + 1) % 3, (axis + 2) % 3
+                arm_after = row[point + after] - row[com + after]
+                arm_then = row[point + then] - row[com + then]
+                cross = arm_after * row[force + then] - arm_then * row[force + after]
+                forces[slot, body + 1, axis] = -(row[torque + axis] + cross)
+                forces[slot, body + 1, 3 + axis] = -row[force + axis]
 
 
 class BatchedLocomotionEnv(BatchedEnv):
