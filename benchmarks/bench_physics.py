@@ -25,7 +25,6 @@ the simulator's pool.  ``benchmarks/bench_sampler.py`` adds the policy (the whol
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import time
@@ -57,9 +56,7 @@ StepperMaker = Callable[[int, int], Stepper]  # (slots, threads) -> stepper
 
 def preset_model(family: LocomotionFamily, sensors: str = "none") -> mujoco.MjModel:
     """Gymnasium's XML model of the family with the preset's timestep."""
-    logging.getLogger("envs.mujoco").disabled = True  # the XML's 'settotalmass' notice
     model = load_model(family.xml_file, sensors)
-    logging.getLogger("envs.mujoco").disabled = False
     model.opt.timestep = family.timestep.get(family.preset, model.opt.timestep)
     return model
 

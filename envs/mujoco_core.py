@@ -3,8 +3,9 @@
 All ``num_envs`` slots share one :class:`mujoco.MjModel` and are stepped together, in C, by
 :mod:`mujoco.rollout` (on a thread pool of its own, one thread per core by default, or on the
 calling thread with ``num_threads=1``, the GIL released either way); observations and rewards
-are then computed vectorised in numpy from the batch state.  No per-slot Python loop runs per
-step.
+are then computed from the batch state, vectorised in numpy or, for the centre of mass of a
+planar robot and the contact forces, in loops compiled by numba.  No per-slot Python loop runs
+per step.
 
 The stepped model carries only the sensors a preset needs, so that stepping costs what the bare
 model costs.  Quantities that need MuJoCo's pipeline rather than the raw state are obtained as

@@ -82,6 +82,7 @@ class PlanarKinematics:
             offsets[parent[i]] += model.body_pos[body] * model.body_subtreemass[body]
         offsets /= total
         self.offsets = offsets[:, [0, 2]].copy()  # a_f, x and z
+        # the root's x and z, and the centre of mass's y (constant: nothing moves along y)
         self.origin = np.array(
             [
                 model.body_pos[root][0],
