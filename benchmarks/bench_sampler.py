@@ -23,12 +23,19 @@ For each family and physics preset, one run times in interleaved rounds (medians
   (the sampler's default);
 * one-lane: the same sampler with the batch in one lane (one environment stepped by a thread
   pool, the policy called between steps while the pool idles) instead of one lane per core;
-* torch-default: the sampler with torch's threads left as they are (one per core).
+* torch-default: the sampler with torch's threads left as they are (one per core);
+* policy: the policy's actions alone, on one thread, for the observations of the sampler's
+  previous batch (every step of every slot, in lane-sized calls, as the lanes make them).
+
+No sampler can beat the physics plus the policy's own arithmetic: with C cores, the ceiling
+is ``raw+policy = 1 / (1/raw + 1/(C x policy))`` slot-steps/s, reported as a row and as the
+last ratio column.  (The policy alone runs with warm caches; inside the sampler every call
+follows a physics step, so this ceiling is a little optimistic.)
 
 Rates are slot control steps per second; raw-replay, env and sampler count live slots only
 (terminated slots are not simulated).  Reported: the median and best rate over the rounds, and
 the medians of the per-round ratios to raw, to raw-replay and to the physics the preset requires
-(replay+probe where there is a probe pass, raw-replay otherwise).
+(replay+probe where there is a probe pass, raw-replay otherwise) and to raw+policy.
 
     python benchmarks/bench_sampler.py --tasks 40 --trajectories 20 --rounds 5
 """
@@ -139,6 +146,24 @@ class Case:
         self.last_sampled = (reset_stream, episodes, final_qpos(sampler))
         return float(episodes.mask.sum()) / elapsed
 
+    def time_policy(self) -> float:
+        """Slot-steps per second of the policy alone, on one thread, over the observations of
+        the sampler's last batch, called lane by lane as the sampler calls it."""
+        assert self.last_sampled is not None, "time_sampler runs first"
+        observations = self.last_sampled[1].observations
+        lanes = np.array_split(np.arange(observations.shape[1]), default_num_threads())
+        noise = torch.zeros(observations.shape[:-1] + (self.env.action_dim,))
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        start = time.perf_counter()
+        for lane in lanes:
+            params = {name: p[lane[0] : lane[-1] + 1] for name, p in self.params.items()}
+            for step in range(len(observations)):
+                self.policy.act(observations[step, lane], params, noise[step, lane])
+        elapsed = time.perf_counter() - start
+        torch.set_num_threads(previous)
+        return observations.shape[0] * observations.shape[1] * observations.shape[2] / elapsed
+
     def time_replay(self, probe: bool = False) -> float:
         """Raw physics of exactly the sampler's last batch (see :meth:`replay`)."""
         assert self.last_sampled is not None, "time_sampler runs first"
@@ -182,10 +207,10 @@ def adapted_parameters(policy: GaussianMLPPolicy, num_tasks: int) -> Params:
 
 def summary(rounds: list[dict[str, float]], key: str) -> tuple[float, float, list[float]]:
     """Median and best rate of ``key``, and the medians of its per-round ratios to raw, to
-    raw-replay and to the physics the preset requires."""
+    raw-replay, to the physics the preset requires and to the raw+policy ceiling."""
     rates = [r[key] for r in rounds]
     required = "replay+probe" if "replay+probe" in rounds[0] else "raw-replay"
-    references = ["raw", "raw-replay", required]
+    references = ["raw", "raw-replay", required, "raw+policy"]
     ratios = [statistics.median(r[key] / r[ref] for r in rounds) for ref in references]
     return statistics.median(rates), max(rates), ratios
 
@@ -216,7 +241,7 @@ def main() -> None:
     )
     print(
         f"{'family':<16}{'physics':<11}{'workload':<15}{'median steps/s':>16}{'best steps/s':>14}"
-        f"{'/raw':>8}{'/replay':>9}{'/required':>11}"
+        f"{'/raw':>8}{'/replay':>9}{'/required':>11}{'/raw+policy':>13}"
     )
     for name in args.families:
         for preset in args.physics:
@@ -225,6 +250,7 @@ def main() -> None:
             columns += ["replay+probe"] if case.raw.probe_model is not None else []
             columns += ["env", "sampler", "one-lane"]
             columns += [] if args.no_thread_comparison else ["torch-default"]
+            columns += ["policy"]
             workloads: dict[str, Callable[[], float]] = {
                 "raw": case.time_raw,
                 "raw-replay": case.time_replay,
@@ -233,6 +259,7 @@ def main() -> None:
                 "sampler": functools.partial(case.time_sampler, 1),
                 "one-lane": functools.partial(case.time_sampler, 1, 1),
                 "torch-default": functools.partial(case.time_sampler, None),
+                "policy": case.time_policy,
             }
             case.time_sampler(1, 1)  # warm up: thread pools, allocations
             case.time_sampler(1)
@@ -240,12 +267,15 @@ def main() -> None:
             for index in range(args.rounds):  # interleaved, in rotating order
                 shift = index % len(columns)
                 order = columns[shift:] + columns[:shift]
-                rounds.append({key: workloads[key]() for key in order})
-            for key in columns:
+                rates = {key: workloads[key]() for key in order}
+                cores = default_num_threads()
+                rates["raw+policy"] = 1 / (1 / rates["raw"] + 1 / (cores * rates["policy"]))
+                rounds.append(rates)
+            for key in [*columns, "raw+policy"]:
                 median, best, ratios = summary(rounds, key)
                 print(
                     f"{name:<16}{preset:<11}{key:<15}{median:>16,.0f}{best:>14,.0f}"
-                    + "".join(f"{ratio:>{w}.3f}" for ratio, w in zip(ratios, (8, 9, 11))),
+                    + "".join(f"{ratio:>{w}.3f}" for ratio, w in zip(ratios, (8, 9, 11, 13))),
                     flush=True,
                 )
 

@@ -506,21 +506,26 @@ class BatchedLocomotionEnv(BatchedEnv):
     def step(self, action: np.ndarray) -> StepResult:
         action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
         alive = self.alive.copy()
+        everyone = bool(alive.all())  # the common case: no masking to do
         ctrl = self._ctrl_center + self._ctrl_half_range * action
-        x_before = self.sim.qpos[:, 0].copy()
+        family = self.family
+        x_before = None if family.physics.measure_after_step else self.sim.qpos[:, 0].copy()
         self.sim.step(ctrl, alive)
-        if self.family.needs_probe:
+        if family.needs_probe:
             self.sim.probe(ctrl, alive)
-        measured = self.family.measure(self.sim, x_before)
-        terms = self.family.reward_terms(measured, action, self._parameters)
-        info = {key: np.where(alive, value, 0.0) for key, value in terms.items()}
-        reward = np.sum(list(info.values()), axis=0)
-        terminated = alive & self.family.unhealthy(self.sim)
+        measured = family.measure(self.sim, x_before)
+        info = family.reward_terms(measured, action, self._parameters)
+        info["x_velocity"] = measured.x_velocity
+        if not everyone:
+            info = {key: np.where(alive, value, 0.0) for key, value in info.items()}
+        reward = sum(value for key, value in info.items() if key.startswith("reward_"))
+        terminated = alive & family.unhealthy(self.sim)
         self.alive = alive & ~terminated
-        observation = self.family.observe(self.sim, measured)
-        self._observation = np.where(alive[:, None], observation, self._observation)
-        info["x_velocity"] = np.where(alive, measured.x_velocity, 0.0)
-        return StepResult(self._observation.copy(), reward, terminated, info)
+        observation = family.observe(self.sim, measured)
+        if not everyone:
+            observation = np.where(alive[:, None], observation, self._observation)
+        self._observation = observation
+        return StepResult(observation.copy(), np.asarray(reward), terminated, info)
 
     def render(self, index: int = 0) -> np.ndarray:
         return self.sim.render(index)

@@ -22,9 +22,11 @@ from metarl.episodes import samples_by_task
 Params = dict[str, Tensor]
 
 NONLINEARITIES: dict[str, Callable[[Tensor], Tensor]] = {
-    "relu": torch.relu,
-    "tanh": torch.tanh,
+    "relu": torch.relu_,
+    "tanh": torch.tanh_,
 }
+"""In place: each is applied to the fresh output of an affine layer, which no backward pass
+needs (the affine layer's gradients need its inputs only), so no copy is made."""
 
 
 class GaussianMLPPolicy(nn.Module):
