@@ -514,11 +514,11 @@ class BatchedLocomotionEnv(BatchedEnv):
         if family.needs_probe:
             self.sim.probe(ctrl, alive)
         measured = family.measure(self.sim, x_before)
-        info = family.reward_terms(measured, action, self._parameters)
-        info["x_velocity"] = measured.x_velocity
+        terms = family.reward_terms(measured, action, self._parameters)
+        info = {**terms, "x_velocity": measured.x_velocity}
         if not everyone:
             info = {key: np.where(alive, value, 0.0) for key, value in info.items()}
-        reward = sum(value for key, value in info.items() if key.startswith("reward_"))
+        reward = sum(info[key] for key in terms)
         terminated = alive & family.unhealthy(self.sim)
         self.alive = alive & ~terminated
         observation = family.observe(self.sim, measured)
