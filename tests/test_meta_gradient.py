@@ -152,13 +152,18 @@ def _old_at(agent: MAMLTRPO, batch: MetaBatch, params: list[torch.Tensor]):
 
 def test_meta_step_that_finds_no_step_leaves_parameters_unchanged() -> None:
     agent, batch = make_agent()
-    # Steps so far outside the quadratic model that every importance ratio underflows to 0:
-    # no trial point lowers the surrogate.
+    # Steps so far outside the quadratic model that every importance ratio underflows to 0, so
+    # every trial's surrogate is about 0; advantages raised by 10 put the surrogate before the
+    # step near -10, so that no trial lowers it whatever the rounding.
+    assert batch.valid.advantages is not None
+    batch.valid.advantages = batch.valid.advantages + 10.0
     agent.config.max_kl = 1e8
     agent.config.line_search_max_steps = 3
     before = [p.detach().clone() for p in agent.policy.parameters()]
     info = agent.meta_step(batch)
+    assert info.surrogate_before < -5.0
     assert not info.accepted and info.line_search_steps == 3
+    assert info.surrogate_after == info.surrogate_before and info.kl == 0.0
     for old, new in zip(before, agent.policy.parameters()):
         assert torch.equal(old, new)
 
