@@ -94,6 +94,9 @@ class BatchedEnv(ABC):
     def step(self, action: np.ndarray) -> StepResult:
         """Advance every alive slot by one control step."""
 
+    def use_threads(self, num_threads: int) -> None:  # noqa: B027 - families that can
+        """Step on ``num_threads`` threads from now on (where the family steps in threads)."""
+
     def render(self, index: int = 0) -> np.ndarray:
         """RGB frame ``[height, width, 3]`` of slot ``index`` (families that can render)."""
         raise NotImplementedError(f"{type(self).__name__} cannot render")

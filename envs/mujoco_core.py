@@ -141,8 +141,9 @@ class BatchedSimulation:
 
     ``state`` is the ``[num_envs, nstate]`` array of MuJoCo full physics states; ``sensors``
     holds the sensor values of the last step (or probe) for every slot.  Each simulation owns
-    its rollout thread pool (none with one thread), so that several can step at once from
-    different Python threads.
+    its rollout thread pools (one per thread count it has stepped on, none for one thread), so
+    that several can step at once from different Python threads; :meth:`use_threads` changes
+    the count between steps without changing any result.
     """
 
     def __init__(
@@ -179,28 +180,39 @@ class BatchedSimulation:
         self._setup_workers()
 
     def _setup_workers(self) -> None:
-        self._datas = [mujoco.MjData(self.model) for _ in range(self.num_threads)]
-        self._probe_datas = (
-            [mujoco.MjData(self.probe_model) for _ in range(self.num_threads)]
-            if self.probe_model is not None
-            else None
-        )
+        self._datas: list[mujoco.MjData] = []
+        self._probe_datas: list[mujoco.MjData] | None = None
         self._state_out = np.empty((self.num_envs, self.frame_skip, self.state.shape[1]))
         self._sensors_out = np.empty((self.num_envs, self.frame_skip, self.model.nsensordata))
         self._probe_sensors_out = np.empty((self.num_envs, 1, self.sensors.shape[1]))
-        self._pool: tuple[int, rollout.Rollout] | None = None
+        self._pools: dict[int, tuple[int, rollout.Rollout]] = {}
+
+    def use_threads(self, num_threads: int) -> None:
+        """Step on ``num_threads`` threads (at most one per slot) from now on."""
+        if num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+        self.num_threads = min(num_threads, self.num_envs)
 
     def _rollout(self) -> rollout.Rollout:
-        """This simulation's rollout pool, made anew in a forked child (threads do not fork)."""
-        if self._pool is None or self._pool[0] != os.getpid():
-            threads = 0 if self.num_threads == 1 else self.num_threads  # 0: the calling thread
-            self._pool = (os.getpid(), rollout.Rollout(nthread=threads))
-        return self._pool[1]
+        """The rollout pool of ``num_threads`` threads (none for one: the calling thread),
+        made once per process (threads do not fork), with one data per thread."""
+        threads = self.num_threads
+        if len(self._datas) < threads:
+            self._datas += [mujoco.MjData(self.model) for _ in range(threads - len(self._datas))]
+        if self.probe_model is not None:
+            self._probe_datas = self._probe_datas or []
+            missing = threads - len(self._probe_datas)
+            self._probe_datas += [mujoco.MjData(self.probe_model) for _ in range(missing)]
+        pool = self._pools.get(threads)
+        if pool is None or pool[0] != os.getpid():
+            pool = (os.getpid(), rollout.Rollout(nthread=0 if threads == 1 else threads))
+            self._pools[threads] = pool
+        return pool[1]
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         workers = ("_datas", "_probe_datas", "_state_out", "_sensors_out", "_probe_sensors_out")
-        for key in (*workers, "_pool", "_renderer"):
+        for key in (*workers, "_pools", "_renderer"):
             state.pop(key)
         return state
 
@@ -245,9 +257,10 @@ class BatchedSimulation:
             (ctrl if index is None else ctrl[index])[:, None, :], self.frame_skip, axis=1
         )
         states, sensors = self._state_out[:count], self._sensors_out[:count]
-        self._rollout().rollout(
+        pool = self._rollout()
+        pool.rollout(
             [self.model] * count,
-            self._datas,
+            self._datas[: self.num_threads],
             initial,
             controls,
             nstep=self.frame_skip,
@@ -262,15 +275,17 @@ class BatchedSimulation:
 
     def probe(self, ctrl: np.ndarray, active: np.ndarray) -> None:
         """Refresh ``sensors`` of the ``active`` slots by a forward pass at their state."""
-        assert self.probe_model is not None and self._probe_datas is not None
+        assert self.probe_model is not None
         index = None if active.all() else np.flatnonzero(active)
         count = self.num_envs if index is None else len(index)
         if count == 0:
             return
         sensors = self._probe_sensors_out[:count]
-        self._rollout().rollout(
+        pool = self._rollout()
+        assert self._probe_datas is not None
+        pool.rollout(
             [self.probe_model] * count,
-            self._probe_datas,
+            self._probe_datas[: self.num_threads],
             self.state if index is None else self.state[index],
             (ctrl if index is None else ctrl[index])[:, None, :],
             nstep=1,
@@ -526,6 +541,9 @@ class BatchedLocomotionEnv(BatchedEnv):
             observation = np.where(alive[:, None], observation, self._observation)
         self._observation = observation
         return StepResult(observation.copy(), np.asarray(reward), terminated, info)
+
+    def use_threads(self, num_threads: int) -> None:
+        self.sim.use_threads(num_threads)
 
     def render(self, index: int = 0) -> np.ndarray:
         return self.sim.render(index)

@@ -5,7 +5,9 @@ One policy call per time step serves a whole lane, whether its tasks share the m
 environments step outside the GIL (MuJoCo), the tasks are split into one lane per core: each
 lane is a batched environment stepped on its own thread, running its policy calls and physics
 back to back without waiting for the others, so that the cores never idle between a policy
-call and a physics step.  Other families (numpy-only) run as one lane on the calling thread.
+call and a physics step; once a lane has ended, the lanes still stepping spread their physics
+over the cores it leaves idle (cores need not run equally fast, nor lanes end together).
+Other families (numpy-only) run as one lane on the calling thread.
 
 Splitting into lanes changes nothing but speed: initial states are drawn slot by slot from one
 stream, the action noise of the whole batch is drawn up front, and each slot's trajectory
@@ -17,6 +19,7 @@ For a given number of lanes, sampling is bitwise reproducible.)
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -51,10 +54,10 @@ class BatchSampler:
 
     A batch is split into at most ``num_lanes`` lanes (``None``: one per core for families
     whose environments step outside the GIL, else one); a lane holds whole tasks, and its
-    simulator uses its share of the cores.  While sampling, torch runs on ``policy_threads``
-    threads (restored afterwards; ``None`` leaves torch's setting): the simulator's threads use
-    the cores, and idle torch threads that spin-wait after each policy call would take CPU
-    from them.
+    simulator uses its share of the cores (and more once other lanes have ended).  While
+    sampling, torch runs on ``policy_threads`` threads (restored afterwards; ``None`` leaves
+    torch's setting): the simulator's threads use the cores, and idle torch threads that
+    spin-wait after each policy call would take CPU from them.
     """
 
     policy_threads: int | None = 1
@@ -120,18 +123,20 @@ class BatchSampler:
 
     def _run_lanes(self, policy: GaussianMLPPolicy, jobs: list[_LaneJob]) -> list[Episodes]:
         """Every lane's episodes: the first lane on this thread, the others on the executor's."""
+        running = _RunningLanes(len(jobs))
         if len(jobs) == 1:
-            return [_run_lane(policy, *jobs[0], self.policy_threads)]
+            return [_run_lane(policy, *jobs[0], self.policy_threads, running)]
         if self._executor is None or self._executor_size < len(jobs) - 1:
             if self._executor is not None:
                 self._executor.shutdown()
             self._executor_size = len(jobs) - 1
             self._executor = ThreadPoolExecutor(self._executor_size, "metarl-lane")
         others = [
-            self._executor.submit(_run_lane, policy, *job, self.policy_threads) for job in jobs[1:]
+            self._executor.submit(_run_lane, policy, *job, self.policy_threads, running)
+            for job in jobs[1:]
         ]
         try:
-            first = _run_lane(policy, *jobs[0], self.policy_threads)
+            first = _run_lane(policy, *jobs[0], self.policy_threads, running)
         finally:  # no lane may still be stepping when sampling returns or raises
             wait(others)
         return [first, *(job.result() for job in others)]
@@ -155,6 +160,21 @@ def _lane_params(params: Params, lane: _Lane) -> Params:
     return {name: p[lane.first : lane.last] for name, p in params.items()}
 
 
+class _RunningLanes:
+    """How many lanes of a batch are still stepping, and so how many cores each may use."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._lock = threading.Lock()
+
+    def cores_each(self) -> int:
+        return max(1, default_num_threads() // self.count)
+
+    def finished(self) -> None:
+        with self._lock:
+            self.count -= 1
+
+
 def _run_lane(
     policy: GaussianMLPPolicy,
     lane: _Lane,
@@ -162,16 +182,38 @@ def _run_lane(
     params: Params,
     noise: torch.Tensor,
     torch_threads: int | None,
+    running: _RunningLanes,
 ) -> Episodes:
-    """Step one lane's environment until its horizon or until every slot has ended."""
+    """Step one lane's environment until its horizon or until every slot has ended; once other
+    lanes have ended, its simulator also steps on the cores they leave idle."""
     if torch_threads is not None and torch.get_num_threads() != torch_threads:
         torch.set_num_threads(torch_threads)  # OpenMP's setting is per thread: set it here too
+    try:
+        return _step_lane(policy, lane, observation, params, noise, running)
+    finally:
+        running.finished()
+
+
+def _step_lane(
+    policy: GaussianMLPPolicy,
+    lane: _Lane,
+    observation: np.ndarray,
+    params: Params,
+    noise: torch.Tensor,
+    running: _RunningLanes,
+) -> Episodes:
+    """The steps of :func:`_run_lane`, on as many cores as the running lanes leave each."""
     env, num_tasks = lane.env, lane.last - lane.first
+    cores = running.cores_each()
+    env.use_threads(cores)
     observations, actions, rewards, masks = [], [], [], []
     for step in range(env.horizon):
         alive = env.alive.copy()
         if not alive.any():
             break
+        if running.cores_each() != cores:
+            cores = running.cores_each()
+            env.use_threads(cores)
         obs = torch.from_numpy(observation).float().view(num_tasks, -1, observation.shape[-1])
         action = policy.act(obs, params, noise[step])
         result = env.step(action.view(-1, env.action_dim).numpy().astype(np.float64))

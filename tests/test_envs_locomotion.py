@@ -291,6 +291,30 @@ def test_slot_results_do_not_depend_on_the_batch(family, preset):
     assert not np.array_equal(batch.sim.state[[0, 2, 4]], states[[0, 2, 4]])
 
 
+@pytest.mark.parametrize(
+    "family,preset", [(HalfCheetahVel, "original"), (AntVel, "original"), (AntVel, "gymnasium")]
+)
+def test_threads_change_nothing(family, preset):
+    """Stepping on more threads (as a lane does once other lanes have ended) gives bitwise
+    the same states, observations and rewards, probe pass and masked slots included."""
+    envs_by_threads = {}
+    for threads in (1, 2, 3):
+        env, _, _ = rollout_env(family, preset, num_envs=6, num_steps=2, seed=2)
+        env.alive[4] = False
+        env.use_threads(threads)
+        envs_by_threads[threads] = env
+    actions = np.random.default_rng(6).uniform(-1, 1, size=(4, 6, env.action_dim))
+    for step in range(4):
+        results = {t: env.step(actions[step]) for t, env in envs_by_threads.items()}
+        for threads in (2, 3):
+            np.testing.assert_array_equal(results[threads].observation, results[1].observation)
+            np.testing.assert_array_equal(results[threads].reward, results[1].reward)
+            np.testing.assert_array_equal(
+                envs_by_threads[threads].sim.state, envs_by_threads[1].sim.state
+            )
+    assert envs_by_threads[3].sim.num_threads == 3
+
+
 def test_mujoco_warnings_go_to_logging_not_a_file(tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(tmp_path)
     env, _, _ = rollout_env(HalfCheetahDir, "gymnasium", num_envs=2, num_steps=1)
