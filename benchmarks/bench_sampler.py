@@ -21,6 +21,9 @@ For each family and physics preset, one run times in interleaved rounds (medians
   and one adapted parameter set per task, as in post-update sampling, over episodes of
   ``--steps`` steps (reset and batch assembly included), torch on 1 thread while sampling
   (the sampler's default);
+* no-sharing: the same sampler, its lanes keeping their own share of the cores to the end
+  (``BatchSampler.share_idle_cores = False``) instead of spreading their physics over the cores
+  of lanes that have ended;
 * one-lane: the same sampler with the batch in one lane (one environment stepped by a thread
   pool, the policy called between steps while the pool idles) instead of one lane per core;
 * torch-default: the sampler with torch's threads left as they are (one per core);
@@ -138,9 +141,11 @@ class Case:
             self.env.step(action)
         return live / (time.perf_counter() - start)
 
-    def time_sampler(self, policy_threads: int | None, lanes: int | None = None) -> float:
+    def time_sampler(
+        self, policy_threads: int | None, lanes: int | None = None, share: bool = True
+    ) -> float:
         sampler = self.samplers[lanes]
-        sampler.policy_threads = policy_threads
+        sampler.policy_threads, sampler.share_idle_cores = policy_threads, share
         reset_stream = copy.deepcopy(sampler.env_rng)
         start = time.perf_counter()
         episodes = sampler.sample(self.tasks, self.policy, self.params)
@@ -257,7 +262,7 @@ def main() -> None:
             case = Case(name, preset, args)
             columns = ["raw", "raw-replay"]
             columns += ["replay+probe"] if case.raw.probe_model is not None else []
-            columns += ["env", "sampler", "one-lane"]
+            columns += ["env", "sampler", "no-sharing", "one-lane"]
             columns += [] if args.no_thread_comparison else ["torch-default"]
             columns += ["policy"]
             workloads: dict[str, Callable[[], float]] = {
@@ -266,6 +271,7 @@ def main() -> None:
                 "replay+probe": functools.partial(case.time_replay, True),
                 "env": case.time_env,
                 "sampler": functools.partial(case.time_sampler, 1),
+                "no-sharing": functools.partial(case.time_sampler, 1, None, False),
                 "one-lane": functools.partial(case.time_sampler, 1, 1),
                 "torch-default": functools.partial(case.time_sampler, None),
                 "policy": case.time_policy,

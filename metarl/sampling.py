@@ -61,6 +61,8 @@ class BatchSampler:
     """
 
     policy_threads: int | None = 1
+    share_idle_cores = True
+    """Whether lanes still stepping use the cores of lanes that have ended."""
 
     def __init__(
         self, family: TaskFamily, num_trajectories: int, seed: int, num_lanes: int | None = None
@@ -123,7 +125,7 @@ class BatchSampler:
 
     def _run_lanes(self, policy: GaussianMLPPolicy, jobs: list[_LaneJob]) -> list[Episodes]:
         """Every lane's episodes: the first lane on this thread, the others on the executor's."""
-        running = _RunningLanes(len(jobs))
+        running = _RunningLanes(len(jobs), self.share_idle_cores)
         if len(jobs) == 1:
             return [_run_lane(policy, *jobs[0], self.policy_threads, running)]
         if self._executor is None or self._executor_size < len(jobs) - 1:
@@ -163,12 +165,13 @@ def _lane_params(params: Params, lane: _Lane) -> Params:
 class _RunningLanes:
     """How many lanes of a batch are still stepping, and so how many cores each may use."""
 
-    def __init__(self, count: int) -> None:
-        self.count = count
+    def __init__(self, count: int, share_idle_cores: bool) -> None:
+        self.count = self._initial = count
+        self._share = share_idle_cores
         self._lock = threading.Lock()
 
     def cores_each(self) -> int:
-        return max(1, default_num_threads() // self.count)
+        return max(1, default_num_threads() // (self.count if self._share else self._initial))
 
     def finished(self) -> None:
         with self._lock:

@@ -125,3 +125,21 @@ def test_lanes_are_reproducible() -> None:
     first, second = sample(), sample()
     for field in ("observations", "actions", "rewards", "mask"):
         assert torch.equal(getattr(first, field), getattr(second, field)), field
+
+
+def test_sharing_idle_cores_changes_nothing() -> None:
+    """Lanes that take over the cores of ended lanes sample the very same batch (the lane of one
+    task usually ends before the lane of two, whose simulator then steps on every core; that
+    stepping on more threads changes nothing is tested in test_envs_locomotion)."""
+    family = envs.make_family("AntVel", seed=0, physics="gymnasium", horizon=20)
+    tasks = family.sample_tasks(3)
+    probe = family.make_batched_env(1)
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(probe.observation_dim, probe.action_dim, (16,))
+    batches = []
+    for share in (True, False):
+        sampler = BatchSampler(family, 10, seed=5, num_lanes=2)
+        sampler.share_idle_cores = share
+        batches.append(sampler.sample(tasks, policy, policy.meta_parameters()))
+    for field in ("observations", "actions", "rewards", "mask"):
+        assert torch.equal(getattr(batches[0], field), getattr(batches[1], field)), field
