@@ -158,7 +158,7 @@ class BatchedSimulation:
         self.probe_model = probe_model
         self.num_envs = num_envs
         self.frame_skip = frame_skip
-        self.num_threads = min(num_threads or default_num_threads(), num_envs)
+        self.use_threads(num_threads or default_num_threads())
         self.dt = model.opt.timestep * frame_skip
         data = mujoco.MjData(model)
         self.state = np.zeros((num_envs, mujoco.mj_stateSize(model, _FULL_STATE)))
@@ -181,7 +181,7 @@ class BatchedSimulation:
 
     def _setup_workers(self) -> None:
         self._datas: list[mujoco.MjData] = []
-        self._probe_datas: list[mujoco.MjData] | None = None
+        self._probe_datas: list[mujoco.MjData] = []
         self._state_out = np.empty((self.num_envs, self.frame_skip, self.state.shape[1]))
         self._sensors_out = np.empty((self.num_envs, self.frame_skip, self.model.nsensordata))
         self._probe_sensors_out = np.empty((self.num_envs, 1, self.sensors.shape[1]))
@@ -197,10 +197,8 @@ class BatchedSimulation:
         """The rollout pool of ``num_threads`` threads (none for one: the calling thread),
         made once per process (threads do not fork), with one data per thread."""
         threads = self.num_threads
-        if len(self._datas) < threads:
-            self._datas += [mujoco.MjData(self.model) for _ in range(threads - len(self._datas))]
+        self._datas += [mujoco.MjData(self.model) for _ in range(threads - len(self._datas))]
         if self.probe_model is not None:
-            self._probe_datas = self._probe_datas or []
             missing = threads - len(self._probe_datas)
             self._probe_datas += [mujoco.MjData(self.probe_model) for _ in range(missing)]
         pool = self._pools.get(threads)
@@ -282,7 +280,6 @@ class BatchedSimulation:
             return
         sensors = self._probe_sensors_out[:count]
         pool = self._rollout()
-        assert self._probe_datas is not None
         pool.rollout(
             [self.probe_model] * count,
             self._probe_datas[: self.num_threads],

@@ -90,10 +90,9 @@ class BatchSampler:
             wanted = self.num_lanes or (cores if self.family.steps_without_gil else 1)
             count = min(wanted, num_tasks)
             bounds = np.linspace(0, num_tasks, count + 1).round().astype(int)
-            threads = max(1, cores // count)
-            self._lanes[num_tasks] = [
+            self._lanes[num_tasks] = [  # each run of a lane sets its threads (_step_lane)
                 _Lane(
-                    self.family.make_batched_env((last - first) * self.num_trajectories, threads),
+                    self.family.make_batched_env((last - first) * self.num_trajectories),
                     int(first),
                     int(last),
                 )
@@ -214,8 +213,8 @@ def _step_lane(
         alive = env.alive.copy()
         if not alive.any():
             break
-        if running.cores_each() != cores:
-            cores = running.cores_each()
+        if (now := running.cores_each()) != cores:
+            cores = now
             env.use_threads(cores)
         obs = torch.from_numpy(observation).float().view(num_tasks, -1, observation.shape[-1])
         action = policy.act(obs, params, noise[step])
