@@ -3,7 +3,7 @@
 On a config's real meta-batch, times in interleaved rounds (medians reported):
 
 * product: one conjugate-gradient product ``(mean_k J_kᵀ F_k J_k + damping·I) v``
-  (``MAMLTRPO.curvature``), and its parts: one inner-loss Hessian product ``H u`` (twice per
+  (``MAMLTRPO.meta_gradient``), and its parts: one inner-loss Hessian product ``H u`` (twice per
   product with one inner step) and one Fisher product ``F u``;
 * first-order product: the same with ``J = I`` (first-order MAML: one Fisher product);
 * GEMM: one batched matmul of the widest hidden layer over the post-update batch,
@@ -18,31 +18,15 @@ On a config's real meta-batch, times in interleaved rounds (medians reported):
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
-import time
 from collections.abc import Callable
 
 import torch
+from helpers import bench_config, make_variant, timed
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from bench_meta_iteration import make_variant  # noqa: E402
-
-import envs  # noqa: E402
-from metarl.cli import resolve_config_path  # noqa: E402
-from metarl.config import load_config  # noqa: E402
-from metarl.curvature import GaussianFisher, split_parameters  # noqa: E402
-from metarl.episodes import live_samples  # noqa: E402
-
-
-def timed(function: Callable[[], object], repeats: int) -> float:
-    """Mean seconds per call over ``repeats`` calls."""
-    start = time.perf_counter()
-    for _ in range(repeats):
-        function()
-    return (time.perf_counter() - start) / repeats
+from metarl.agents.common.curvature import GaussianFisher, split_parameters
+from metarl.agents.common.episodes import live_samples
+from metarl.components import make_family
 
 
 def main() -> None:
@@ -52,16 +36,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
     parser.add_argument("--repeats", type=int, default=3, help="calls per workload per round")
     args = parser.parse_args()
-    config = load_config(resolve_config_path(args.config), args.overrides)
-    family = envs.make_family(config.env.family, seed=0, **config.env.kwargs)
+    config = bench_config(args.config, args.overrides)
+    family = make_family(config, seed=0)
     tasks = family.sample_tasks(config.algorithm.num_tasks)
     agent, sampler = make_variant(config, {"first_order": False})
     first_order, _ = make_variant(config, {"first_order": True})
-    batch, _ = agent.collect(tasks, sampler)
+    batch = agent.collect(tasks, sampler)
 
     with torch.no_grad():
-        meta = agent.curvature(batch)
-        meta_first_order = first_order.curvature(batch)
+        meta = agent.meta_gradient(batch)
+        meta_first_order = first_order.meta_gradient(batch)
         vector = torch.randn_like(meta.gradient)
         num_tasks = batch.valid.num_tasks
         params = [p.detach().expand(num_tasks, *p.shape) for p in agent.policy.parameters()]
@@ -75,8 +59,8 @@ def main() -> None:
         inputs = torch.randn(*hidden.shape[:2], width)
         weight = torch.randn(hidden.shape[0], width, width)
         workloads: dict[str, Callable[[], object]] = {
-            "product": lambda: meta.product(vector),
-            "first-order product": lambda: meta_first_order.product(vector),
+            "product": lambda: meta.kl_hessian_vector_product(vector),
+            "first-order product": lambda: meta_first_order.kl_hessian_vector_product(vector),
             "Hessian product H u": lambda: loss.hessian_product(tangents),
             "Fisher product F u": lambda: fisher.product(tangents),
             "GEMM": lambda: torch.bmm(inputs, weight),

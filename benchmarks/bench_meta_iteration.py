@@ -16,72 +16,22 @@ same physics work; a warning is printed if the replay does not reproduce them).
 from __future__ import annotations
 
 import argparse
-import copy
-import os
 import statistics
-import sys
 from collections import defaultdict
-from typing import Any
 
 import torch
+from helpers import RawPhysics, Recorded, bench_config, make_variant, record_batches
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import envs  # noqa: E402
-from agents.maml_trpo import MAMLTRPO  # noqa: E402
-from metarl.cli import resolve_config_path  # noqa: E402
-from metarl.config import Config, load_config  # noqa: E402
-from metarl.sampling import BatchSampler  # noqa: E402
-from metarl.training import build_policy, derived_seeds  # noqa: E402
+from metarl.components import make_family
+from metarl.envs.mujoco_core import LocomotionFamily
+from metarl.training import TIMED_PHASES, meta_iteration
 
 VARIANTS = {
     "second-order (jacobian)": {"hessian_method": "jacobian", "first_order": False},
     "second-order (double-backprop)": {"hessian_method": "double_backprop", "first_order": False},
     "first-order": {"hessian_method": "jacobian", "first_order": True},
 }
-PHASES = ["sampling", "adaptation", "meta_gradient", "conjugate_gradient", "line_search"]
-
-
-def make_variant(config: Config, overrides: dict[str, object]) -> tuple[MAMLTRPO, BatchSampler]:
-    seeds = derived_seeds(config.train.seed)
-    family = envs.make_family(config.env.family, seed=seeds["tasks"], **config.env.kwargs)
-    torch.manual_seed(seeds["policy_init"])
-    policy = build_policy(config, family).to(config.train.device)
-    agent = MAMLTRPO(policy, config.algorithm.model_copy(update=overrides))
-    return agent, BatchSampler(family, config.algorithm.num_trajectories, seeds["sampler"])
-
-
-def raw_physics(config: Config, family: envs.TaskFamily) -> Any:
-    """The raw-physics timer of ``bench_sampler.py`` for a MuJoCo family, else None."""
-    from envs.mujoco_core import LocomotionFamily
-
-    if not isinstance(family, LocomotionFamily):
-        return None
-    from bench_sampler import Case
-
-    horizon = family.make_batched_env(1).horizon
-    sizes = argparse.Namespace(
-        tasks=config.algorithm.num_tasks,
-        trajectories=config.algorithm.num_trajectories,
-        steps=horizon,
-    )
-    return Case(config.env.family, family.preset, sizes)
-
-
-def record_batches(sampler: BatchSampler, batches: list[Any]) -> None:
-    """Make ``sampler`` keep what replaying each batch it samples needs (``Case.replay``): its
-    reset stream as it was, the episodes and the final joint positions."""
-    from bench_sampler import final_qpos
-
-    sample = sampler.sample
-
-    def recording(tasks: Any, policy: Any, params: Any) -> Any:
-        stream = copy.deepcopy(sampler.env_rng)
-        episodes = sample(tasks, policy, params)
-        batches.append((stream, episodes, final_qpos(sampler)))
-        return episodes
-
-    sampler.sample = recording  # type: ignore[method-assign]
+PHASES = list(TIMED_PHASES)
 
 
 def main() -> None:
@@ -92,28 +42,31 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     args = parser.parse_args()
-    config = load_config(resolve_config_path(args.config), args.overrides)
-    family = envs.make_family(config.env.family, seed=0, **config.env.kwargs)
+    config = bench_config(args.config, args.overrides)
+    family = make_family(config, seed=0)
     tasks = family.sample_tasks(config.algorithm.num_tasks)
     runners = {name: make_variant(config, VARIANTS[name]) for name in args.variants}
     times: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in runners}
-    raw = raw_physics(config, family)
+    raw = None
+    if isinstance(family, LocomotionFamily):
+        num_envs = config.algorithm.num_tasks * config.algorithm.num_trajectories
+        raw = RawPhysics(family, num_envs)
     raw_rates: list[float] = []
-    batches: dict[str, list[Any]] = {name: [] for name in runners}
+    batches: dict[str, list[Recorded]] = {name: [] for name in runners}
     if raw is not None:
         for name, (_, sampler) in runners.items():
             record_batches(sampler, batches[name])
     for round_index in range(args.warmup + args.iterations):
         if raw is not None and round_index >= args.warmup:
-            raw_rates.append(raw.time_raw())
+            raw_rates.append(raw.random_rate(family.horizon))  # type: ignore[attr-defined]
         for name, (agent, sampler) in runners.items():
             batches[name].clear()
-            metrics, _ = agent.train_iteration(tasks, sampler)
+            metrics, _ = meta_iteration(agent, tasks, sampler)
             if round_index < args.warmup:
                 continue
             total = sum(metrics[f"time_{phase}"] for phase in PHASES)
             if raw is not None:
-                replay = sum(raw.replay(*batch) for batch in batches[name])
+                replay = sum(raw.replay(batch) for batch in batches[name])
                 times[name]["replay_ratio"].append(total / replay)
             for phase in PHASES:
                 times[name][phase].append(metrics[f"time_{phase}"])

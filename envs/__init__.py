@@ -10,11 +10,18 @@ from typing import Any
 
 import gymnasium as gym
 
-from envs.ant import AntDir, AntGoal, AntVel
-from envs.base import BatchedEnv, StepResult, Task, TaskFamily, default_num_threads
-from envs.gym_env import TaskEnv
-from envs.half_cheetah import HalfCheetahDir, HalfCheetahVel
-from envs.navigation import Navigation2D
+from metarl.envs.ant import AntDir, AntGoal, AntVel
+from metarl.envs.base import (
+    BatchedEnv,
+    RenderError,
+    StepResult,
+    Task,
+    TaskFamily,
+    default_num_threads,
+)
+from metarl.envs.gym_env import TaskEnv
+from metarl.envs.half_cheetah import HalfCheetahDir, HalfCheetahVel
+from metarl.envs.navigation import Navigation2D
 
 FAMILIES: dict[str, type[TaskFamily]] = {
     Navigation2D.name: Navigation2D,
@@ -53,7 +60,7 @@ def _register_all() -> None:
         if env_id not in gym.registry:
             gym.register(
                 id=env_id,
-                entry_point="envs:make_task_env",
+                entry_point="metarl.envs:make_task_env",
                 kwargs={"family": name},
                 max_episode_steps=None,
                 disable_env_checker=False,
@@ -65,6 +72,7 @@ _register_all()
 __all__ = [
     "FAMILIES",
     "BatchedEnv",
+    "RenderError",
     "StepResult",
     "Task",
     "TaskEnv",

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from envs.base import Task
-from envs.mujoco_core import (
+from metarl.envs.base import Task
+from metarl.envs.mujoco_core import (
     BatchedSimulation,
     DirectionTask,
     LocomotionFamily,
@@ -17,10 +17,31 @@ from envs.mujoco_core import (
     check_range,
 )
 
-if TYPE_CHECKING:  # importing mujoco here would precede mujoco_core's MUJOCO_GL default
+if TYPE_CHECKING:
     import mujoco
 
-_DOCSTRING_SPACES = """
+
+class Ant(LocomotionFamily):
+    """A quadruped must reach a target velocity, direction or position that it does not observe.
+
+    ## Description
+    The 3D Ant (a torso with four two-joint legs, 8 actuators) of three task families:
+    ``AntVel`` matches its forward velocity ``v_x`` to a target velocity, ``AntDir`` walks
+    forward or backward along x, ``AntGoal`` walks to a goal position in the plane.
+
+    Physics presets (``physics``): ``"original"`` is the paper's rllab setup (timestep 0.02 s
+    with RK4, one physics step per control step; velocity and position of the whole robot's
+    centre of mass and contact forces from a forward pass at the new state);
+    ``"gymnasium"`` is Ant-v5 as shipped (timestep 0.01 s, 5 physics steps, dt 0.05 s;
+    finite-difference torso velocity, torso position, contact forces of the last substep).
+
+    ## Task distribution
+    | family | task | distribution |
+    |---|---|---|
+    | AntVel | ``{"velocity": v}`` | ``v ~ U[velocity_range]`` (default ``U[0, 3]`` m/s) |
+    | AntDir | ``{"direction": d}`` | ``d = +1.0`` or ``-1.0``, each with probability 1/2 |
+    | AntGoal | ``{"goal": [g_x, g_y]}`` | ``g ~ U[-goal_range, goal_range]^2`` (default 3 m) |
+
     ## Action space
     ``Box(-1, 1, (8,), float32)``: torques, clipped to [-1, 1] and mapped onto the actuators'
     range (±150 N·m: gymnasium's gear 150 with control ±1, the original's gear 1 with ±150).
@@ -46,9 +67,23 @@ _DOCSTRING_SPACES = """
 
     Note 1: ``clip(cfrc_ext, contact_force_range)``, torque then force per body; the original
     includes the world body (always 0), gymnasium starts at the torso (as Ant-v5).
-"""
 
-_DOCSTRING_START_END = """
+    ## Rewards
+    ``reward = reward_task + reward_ctrl + reward_contact + reward_survive``, the task term
+    plus ``task_reward_offset`` (the paper's code: 1.0 AntVel, 0.0 AntDir, 4.0 AntGoal):
+
+    * AntVel, ``reward_forward = -|v_x - v| + task_reward_offset``;
+    * AntDir, ``reward_forward = d · v_x + task_reward_offset``;
+    * AntGoal, ``reward_goal = -(|x - g_x| + |y - g_y|) + task_reward_offset``, with ``(x, y)``
+      the robot's centre of mass (original) or torso (gymnasium);
+    * ``reward_ctrl = -ctrl_cost_weight · ‖a‖²``, ``a`` the clipped action
+      (``ctrl_cost_weight`` = 0.005);
+    * ``reward_contact = -contact_cost_weight · ‖clip(cfrc_ext, contact_force_range)‖²``
+      (``contact_cost_weight`` = 0.0005, all bodies);
+    * ``reward_survive = healthy_reward`` (0.05), every step of the episode.
+
+    ``info`` carries every term and ``x_velocity``.
+
     ## Starting state
     ``original``: ``qpos = init_qpos + 0.01·N(0, 1)`` with the XML's ``init_qpos`` (torso at
     z = 0.55, hips 0, ankles ±1 alternating), ``qvel = 0.1·N(0, 1)``.
@@ -59,46 +94,64 @@ _DOCSTRING_START_END = """
     Termination when the torso height ``qpos[2]`` leaves ``healthy_z_range`` (default
     [0.2, 1.0]) or the state is not finite; the slot is then masked for the rest of the batch.
     Truncation after ``horizon`` steps (200 original, 100 gymnasium).
-"""
 
-_PRESETS_NOTE = """
-    Physics presets (``physics``): ``"original"`` is the paper's rllab setup (timestep 0.02 s
-    with RK4, one physics step per control step; velocity and position of the whole robot's
-    centre of mass and contact forces from a forward pass at the new state);
-    ``"gymnasium"`` is Ant-v5 as shipped (timestep 0.01 s, 5 physics steps, dt 0.05 s;
-    finite-difference torso velocity, torso position, contact forces of the last substep).
-"""
+    ## Arguments
+    | name | type | default | meaning |
+    |---|---|---|---|
+    | seed | int \\| None | None | seed of the task generator |
+    | physics | str | "original" | physics preset: "original" or "gymnasium" |
+    | velocity_range | tuple[float, float] \\| None | None | AntVel: target velocities, m/s (1) |
+    | goal_range | float \\| None | None | AntGoal: goals in U[-goal_range, goal_range]^2, m (1) |
+    | task_reward_offset | float \\| None | None | constant added to the task term (1) |
+    | ctrl_cost_weight | float | 0.005 | weight of the control cost |
+    | contact_cost_weight | float | 0.0005 | weight of the contact cost |
+    | healthy_reward | float | 0.05 | reward for every step survived |
+    | healthy_z_range | tuple[float, float] | (0.2, 1.0) | torso heights that keep the episode on |
+    | contact_force_range | tuple[float, float] | (-1.0, 1.0) | clipping range of cfrc_ext |
+    | horizon | int \\| None | None | episode length; None: 200 original, 100 gymnasium |
 
-_REWARD_COMMON = """* ``reward_ctrl = -ctrl_cost_weight · ‖a‖²``, ``a`` the clipped action
-      (``ctrl_cost_weight`` = 0.005);
-    * ``reward_contact = -contact_cost_weight · ‖clip(cfrc_ext, contact_force_range)‖²``
-      (``contact_cost_weight`` = 0.0005, all bodies);
-    * ``reward_survive = healthy_reward`` (0.05), every step of the episode.
+    (1) None: the family's default (above); ``velocity_range`` and ``goal_range`` are errors
+    for the families that do not use them.
 
-    ``info`` carries every term and ``x_velocity``.
-"""
-
-
-class Ant(LocomotionFamily):
-    """Shared body of the Ant families: model, observation, costs and health."""
+    ## Version history
+    * v0: initial version, rewards as in the MAML paper's code, two physics presets.
+    """
 
     xml_file = "ant.xml"
     contact_sensors = True
     timestep = {"original": 0.02}
+    default_task_reward_offset = 0.0
+    default_velocity_range: tuple[float, float] | None = None  # the families that use one
+    default_goal_range: float | None = None
+    goal_range: float  # AntGoal's
 
     def __init__(
         self,
-        seed: int | None,
-        physics: str,
-        horizon: int | None,
-        task_reward_offset: float,
-        ctrl_cost_weight: float,
-        contact_cost_weight: float,
-        healthy_reward: float,
-        healthy_z_range: tuple[float, float],
-        contact_force_range: tuple[float, float],
+        seed: int | None = None,
+        physics: str = "original",
+        velocity_range: tuple[float, float] | None = None,
+        goal_range: float | None = None,
+        task_reward_offset: float | None = None,
+        ctrl_cost_weight: float = 0.005,
+        contact_cost_weight: float = 0.0005,
+        healthy_reward: float = 0.05,
+        healthy_z_range: tuple[float, float] = (0.2, 1.0),
+        contact_force_range: tuple[float, float] = (-1.0, 1.0),
+        horizon: int | None = None,
     ) -> None:
         super().__init__(seed, physics, horizon)
+        velocity_range = self.family_argument(
+            "velocity_range", velocity_range, self.default_velocity_range
+        )
+        if velocity_range is not None:
+            self.velocity_range = check_range("velocity_range", velocity_range)
+        goal_range = self.family_argument("goal_range", goal_range, self.default_goal_range)
+        if goal_range is not None:
+            if not goal_range > 0:
+                raise ValueError(f"goal_range must be > 0, got {goal_range!r}")
+            self.goal_range = goal_range
+        if task_reward_offset is None:
+            task_reward_offset = self.default_task_reward_offset
         self.task_reward_offset = task_reward_offset
         self.ctrl_cost_weight = ctrl_cost_weight
         self.contact_cost_weight = contact_cost_weight
@@ -161,191 +214,29 @@ class Ant(LocomotionFamily):
 
 
 class AntVel(VelocityTask, Ant):
-    """A quadruped must walk forward at a target velocity it does not observe.
-
-    ## Description
-    The 3D Ant (a torso with four two-joint legs, 8 actuators) is rewarded for matching its
-    forward velocity ``v_x`` to the task's target velocity.
-    {presets}
-    ## Task distribution
-    ``{{"velocity": v}}`` with ``v ~ U[velocity_range]`` (default ``U[0, 3]`` m/s).
-    {spaces}
-    ## Rewards
-    ``reward = reward_forward + reward_ctrl + reward_contact + reward_survive``:
-
-    * ``reward_forward = -|v_x - v| + task_reward_offset`` (offset 1.0, as in the paper's code);
-    {rewards}    {start_end}
-    ## Arguments
-    | name | type | default | meaning |
-    |---|---|---|---|
-    | seed | int \\| None | None | seed of the task generator |
-    | physics | str | "original" | physics preset: "original" or "gymnasium" |
-    | velocity_range | tuple[float, float] | (0.0, 3.0) | target velocities drawn uniformly, m/s |
-    | task_reward_offset | float | 1.0 | constant added to the forward term |
-    | ctrl_cost_weight | float | 0.005 | weight of the control cost |
-    | contact_cost_weight | float | 0.0005 | weight of the contact cost |
-    | healthy_reward | float | 0.05 | reward for every step survived |
-    | healthy_z_range | tuple[float, float] | (0.2, 1.0) | torso heights that keep the episode on |
-    | contact_force_range | tuple[float, float] | (-1.0, 1.0) | clipping range of cfrc_ext |
-    | horizon | int \\| None | None | episode length; None: 200 original, 100 gymnasium |
-
-    ## Version history
-    * v0: initial version, rewards as in the MAML paper's code, two physics presets.
-    """
+    """``AntVel``, goal velocity: match the forward velocity ``v_x`` to ``v ~ U[velocity_range]``
+    (default ``U[0, 3]`` m/s), unobserved; see :class:`Ant`."""
 
     name = "AntVel"
-
-    def __init__(
-        self,
-        seed: int | None = None,
-        physics: str = "original",
-        velocity_range: tuple[float, float] = (0.0, 3.0),
-        task_reward_offset: float = 1.0,
-        ctrl_cost_weight: float = 0.005,
-        contact_cost_weight: float = 0.0005,
-        healthy_reward: float = 0.05,
-        healthy_z_range: tuple[float, float] = (0.2, 1.0),
-        contact_force_range: tuple[float, float] = (-1.0, 1.0),
-        horizon: int | None = None,
-    ) -> None:
-        super().__init__(
-            seed,
-            physics,
-            horizon,
-            task_reward_offset,
-            ctrl_cost_weight,
-            contact_cost_weight,
-            healthy_reward,
-            healthy_z_range,
-            contact_force_range,
-        )
-        self.velocity_range = check_range("velocity_range", velocity_range)
+    default_task_reward_offset = 1.0
+    default_velocity_range = (0.0, 3.0)
 
 
 class AntDir(DirectionTask, Ant):
-    """A quadruped must walk forward or backward along x, the direction unobserved.
-
-    ## Description
-    The 3D Ant (a torso with four two-joint legs, 8 actuators) is rewarded for its forward
-    velocity ``v_x`` along the task's direction.
-    {presets}
-    ## Task distribution
-    ``{{"direction": d}}`` with ``d = +1.0`` or ``-1.0``, each with probability 1/2.
-    {spaces}
-    ## Rewards
-    ``reward = reward_forward + reward_ctrl + reward_contact + reward_survive``:
-
-    * ``reward_forward = d · v_x + task_reward_offset`` (offset 0.0);
-    {rewards}    {start_end}
-    ## Arguments
-    | name | type | default | meaning |
-    |---|---|---|---|
-    | seed | int \\| None | None | seed of the task generator |
-    | physics | str | "original" | physics preset: "original" or "gymnasium" |
-    | task_reward_offset | float | 0.0 | constant added to the forward term |
-    | ctrl_cost_weight | float | 0.005 | weight of the control cost |
-    | contact_cost_weight | float | 0.0005 | weight of the contact cost |
-    | healthy_reward | float | 0.05 | reward for every step survived |
-    | healthy_z_range | tuple[float, float] | (0.2, 1.0) | torso heights that keep the episode on |
-    | contact_force_range | tuple[float, float] | (-1.0, 1.0) | clipping range of cfrc_ext |
-    | horizon | int \\| None | None | episode length; None: 200 original, 100 gymnasium |
-
-    ## Version history
-    * v0: initial version, rewards as in the MAML paper's code, two physics presets.
-    """
+    """``AntDir``, goal direction: walk forward or backward along x (``d = ±1``, probability
+    1/2 each), the direction unobserved; see :class:`Ant`."""
 
     name = "AntDir"
 
-    def __init__(
-        self,
-        seed: int | None = None,
-        physics: str = "original",
-        task_reward_offset: float = 0.0,
-        ctrl_cost_weight: float = 0.005,
-        contact_cost_weight: float = 0.0005,
-        healthy_reward: float = 0.05,
-        healthy_z_range: tuple[float, float] = (0.2, 1.0),
-        contact_force_range: tuple[float, float] = (-1.0, 1.0),
-        horizon: int | None = None,
-    ) -> None:
-        super().__init__(
-            seed,
-            physics,
-            horizon,
-            task_reward_offset,
-            ctrl_cost_weight,
-            contact_cost_weight,
-            healthy_reward,
-            healthy_z_range,
-            contact_force_range,
-        )
-
 
 class AntGoal(Ant):
-    """A quadruped must walk to a goal position in the plane that it does not observe.
-
-    ## Description
-    The 3D Ant (a torso with four two-joint legs, 8 actuators) is rewarded for being close, in
-    L1 distance, to the task's goal position.
-    {presets}
-    ## Task distribution
-    ``{{"goal": [g_x, g_y]}}`` with ``g ~ U[-goal_range, goal_range]^2`` (default
-    ``U[-3, 3]^2`` m).
-    {spaces}
-    ## Rewards
-    ``reward = reward_goal + reward_ctrl + reward_contact + reward_survive``:
-
-    * ``reward_goal = -(|x - g_x| + |y - g_y|) + task_reward_offset`` (offset 4.0, as in the
-      paper's code), with ``(x, y)`` the robot's centre of mass (original) or torso (gymnasium);
-    {rewards}    {start_end}
-    ## Arguments
-    | name | type | default | meaning |
-    |---|---|---|---|
-    | seed | int \\| None | None | seed of the task generator |
-    | physics | str | "original" | physics preset: "original" or "gymnasium" |
-    | goal_range | float | 3.0 | goals drawn from U[-goal_range, goal_range]^2, m |
-    | task_reward_offset | float | 4.0 | constant added to the goal term |
-    | ctrl_cost_weight | float | 0.005 | weight of the control cost |
-    | contact_cost_weight | float | 0.0005 | weight of the contact cost |
-    | healthy_reward | float | 0.05 | reward for every step survived |
-    | healthy_z_range | tuple[float, float] | (0.2, 1.0) | torso heights that keep the episode on |
-    | contact_force_range | tuple[float, float] | (-1.0, 1.0) | clipping range of cfrc_ext |
-    | horizon | int \\| None | None | episode length; None: 200 original, 100 gymnasium |
-
-    ## Version history
-    * v0: initial version, rewards as in the MAML paper's code, two physics presets.
-    """
+    """``AntGoal``, goal position: walk to ``g ~ U[-goal_range, goal_range]^2`` (default 3 m) in the
+    plane, the goal unobserved; see :class:`Ant`."""
 
     name = "AntGoal"
     reward_task_key = "reward_goal"
-
-    def __init__(
-        self,
-        seed: int | None = None,
-        physics: str = "original",
-        goal_range: float = 3.0,
-        task_reward_offset: float = 4.0,
-        ctrl_cost_weight: float = 0.005,
-        contact_cost_weight: float = 0.0005,
-        healthy_reward: float = 0.05,
-        healthy_z_range: tuple[float, float] = (0.2, 1.0),
-        contact_force_range: tuple[float, float] = (-1.0, 1.0),
-        horizon: int | None = None,
-    ) -> None:
-        super().__init__(
-            seed,
-            physics,
-            horizon,
-            task_reward_offset,
-            ctrl_cost_weight,
-            contact_cost_weight,
-            healthy_reward,
-            healthy_z_range,
-            contact_force_range,
-        )
-        if not goal_range > 0:
-            raise ValueError(f"goal_range must be > 0, got {goal_range!r}")
-        self.goal_range = goal_range
+    default_task_reward_offset = 4.0
+    default_goal_range = 3.0
 
     def sample_tasks(self, num_tasks: int) -> list[Task]:
         goals = self.rng.uniform(-self.goal_range, self.goal_range, size=(num_tasks, 2))
@@ -357,12 +248,3 @@ class AntGoal(Ant):
     def reward_task(self, measured: Measurements, parameters: np.ndarray) -> np.ndarray:
         """``-(|x - g_x| + |y - g_y|)``."""
         return -np.sum(np.abs(measured.position - parameters), axis=1)
-
-
-for _family in (AntVel, AntDir, AntGoal):
-    _family.__doc__ = (_family.__doc__ or "").format(
-        presets=_PRESETS_NOTE,
-        spaces=_DOCSTRING_SPACES,
-        start_end=_DOCSTRING_START_END,
-        rewards=_REWARD_COMMON,
-    )

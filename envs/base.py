@@ -9,7 +9,7 @@ Two views of the same family are built from one implementation:
 * :class:`BatchedEnv` steps ``num_envs`` environments together, slot ``i`` set to its own task;
   arrays are shaped ``[num_envs, ...]``.  Slots whose episode ended are *masked*, never reset
   mid-batch: they keep their last observation and receive zero reward.
-* :class:`envs.gym_env.TaskEnv` is a standard single-task :class:`gymnasium.Env` that wraps a
+* :class:`metarl.envs.gym_env.TaskEnv` is a standard single-task :class:`gymnasium.Env` that wraps a
   batch of one, so batched and single-task environments agree exactly.
 
 envs/ knows nothing of torch or of learning code: everything here is numpy.
@@ -25,13 +25,23 @@ from typing import Any
 
 import numpy as np
 
+RENDER_SIZE = 480
+"""Default side of a rendered frame, pixels."""
+
 Task = dict[str, Any]
 """A task: JSON-serialisable dict of floats / lists of floats, e.g. ``{"velocity": 1.2}``."""
 
 
 def default_num_threads() -> int:
-    """Threads used for stepping: the cores this process may run on."""
-    return len(os.sched_getaffinity(0))
+    """Threads used for stepping: the cores this process may run on (where the system says,
+    as Linux does), else all the machine's cores."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+class RenderError(RuntimeError):
+    """A frame cannot be rendered here (no offscreen OpenGL context could be made)."""
 
 
 @dataclass
@@ -97,8 +107,9 @@ class BatchedEnv(ABC):
     def use_threads(self, num_threads: int) -> None:  # noqa: B027 - families that can
         """Step on ``num_threads`` threads from now on (where the family steps in threads)."""
 
-    def render(self, index: int = 0) -> np.ndarray:
-        """RGB frame ``[height, width, 3]`` of slot ``index`` (families that can render)."""
+    def render(self, index: int = 0, size: int = RENDER_SIZE) -> np.ndarray:
+        """RGB frame ``[size, size, 3]`` of slot ``index`` at its current state (families that
+        can render)."""
         raise NotImplementedError(f"{type(self).__name__} cannot render")
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default

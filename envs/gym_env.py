@@ -8,7 +8,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.base import Task, TaskFamily
+from metarl.envs.base import Task, TaskFamily
 
 
 class TaskEnv(gym.Env[np.ndarray, np.ndarray]):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.mujoco_core import (
+from metarl.envs.mujoco_core import (
     BatchedSimulation,
     DirectionTask,
     LocomotionFamily,
@@ -13,7 +13,27 @@ from envs.mujoco_core import (
     check_range,
 )
 
-_DOCSTRING_SPACES = """
+
+class HalfCheetah(LocomotionFamily):
+    """A planar cheetah must run at a target velocity or in a direction it does not observe.
+
+    ## Description
+    The 2D cheetah of HalfCheetah (9 joints, 6 actuated) of two task families:
+    ``HalfCheetahVel`` matches its forward velocity ``v_x`` to a target velocity,
+    ``HalfCheetahDir`` runs forward or backward.
+
+    Physics presets (``physics``): ``"original"`` is the paper's rllab setup (timestep 0.01 s,
+    one physics step per control step, ``v_x`` = velocity of the whole robot's centre of mass
+    at the new state, from the cheetah's planar kinematics); ``"gymnasium"`` is HalfCheetah-v5
+    as shipped (5 physics steps, dt 0.05 s, ``v_x`` = finite difference of the torso's x
+    position).
+
+    ## Task distribution
+    | family | task | distribution |
+    |---|---|---|
+    | HalfCheetahVel | ``{"velocity": v}`` | ``v ~ U[velocity_range]`` (default ``U[0, 2]`` m/s) |
+    | HalfCheetahDir | ``{"direction": d}`` | ``d = +1.0`` or ``-1.0``, each with probability 1/2 |
+
     ## Action space
     ``Box(-1, 1, (6,), float32)``: torques, clipped to [-1, 1] and mapped onto the actuators'
     control range (gears 120/90/60/120/60/30 N·m).
@@ -35,36 +55,56 @@ _DOCSTRING_SPACES = """
     | 0-7 / 0-7 | torso z, torso angle, 6 joint angles | (-inf, inf) | qpos[1:] | m, rad |
     | 8-16 / 8-16 | torso x, z, angle velocities, 6 joints | (-inf, inf) | qvel | m/s, rad/s |
     | 17-19 / — | centre of mass of the torso subtree | (-inf, inf) | subtree_com[torso] | m |
-"""
 
-_DOCSTRING_START_END = """
+    ## Rewards
+    ``reward = reward_forward + reward_ctrl``:
+
+    * HalfCheetahVel, ``reward_forward = -|v_x - v|``;
+    * HalfCheetahDir, ``reward_forward = d · v_x``;
+    * ``reward_ctrl = -ctrl_cost_weight · ‖a‖²`` (``ctrl_cost_weight`` = 0.05).
+
+    ``info`` carries both terms and ``x_velocity``.
+
     ## Starting state
     ``original``: ``qpos = qpos0 + 0.01·N(0, 1)``, ``qvel = 0.1·N(0, 1)``.
     ``gymnasium``: ``qpos = qpos0 + U(-0.1, 0.1)``, ``qvel = 0.1·N(0, 1)`` (as HalfCheetah-v5).
 
     ## Episode end
     Never terminates; truncation after ``horizon`` steps (200 original, 100 gymnasium).
-"""
 
-_PRESETS_NOTE = """
-    Physics presets (``physics``): ``"original"`` is the paper's rllab setup (timestep 0.01 s,
-    one physics step per control step, ``v_x`` = velocity of the whole robot's centre of mass
-    at the new state, from the cheetah's planar kinematics); ``"gymnasium"`` is HalfCheetah-v5
-    as shipped (5 physics steps, dt 0.05 s, ``v_x`` = finite difference of the torso's x
-    position).
-"""
+    ## Arguments
+    | name | type | default | meaning |
+    |---|---|---|---|
+    | seed | int \\| None | None | seed of the task generator |
+    | physics | str | "original" | physics preset: "original" or "gymnasium" |
+    | velocity_range | tuple[float, float] \\| None | None | HalfCheetahVel: speeds, m/s (1) |
+    | ctrl_cost_weight | float | 0.05 | weight of the control cost |
+    | horizon | int \\| None | None | episode length; None: 200 original, 100 gymnasium |
 
+    (1) None: (0.0, 2.0); an error for HalfCheetahDir.
 
-class HalfCheetah(LocomotionFamily):
-    """Shared body of the HalfCheetah families: model, observation and control cost."""
+    ## Version history
+    * v0: initial version, rewards as in the MAML paper's code, two physics presets.
+    """
 
     xml_file = "half_cheetah.xml"
     planar = True
+    default_velocity_range: tuple[float, float] | None = None  # the family that uses one
 
     def __init__(
-        self, seed: int | None, physics: str, ctrl_cost_weight: float, horizon: int | None
+        self,
+        seed: int | None = None,
+        physics: str = "original",
+        velocity_range: tuple[float, float] | None = None,
+        ctrl_cost_weight: float = 0.05,
+        horizon: int | None = None,
     ) -> None:
         super().__init__(seed, physics, horizon)
+        velocity_range = self.family_argument(
+            "velocity_range", velocity_range, self.default_velocity_range
+        )
+        if velocity_range is not None:
+            self.velocity_range = check_range("velocity_range", velocity_range)
         self.ctrl_cost_weight = ctrl_cost_weight
 
     def reward_ctrl(self, action: np.ndarray) -> np.ndarray:
@@ -87,93 +127,15 @@ class HalfCheetah(LocomotionFamily):
 
 
 class HalfCheetahVel(VelocityTask, HalfCheetah):
-    """A planar cheetah must run at a target forward velocity it does not observe.
-
-    ## Description
-    The 2D cheetah of HalfCheetah (9 joints, 6 actuated) is rewarded for matching its forward
-    velocity ``v_x`` to the task's target velocity.
-    {presets}
-    ## Task distribution
-    ``{{"velocity": v}}`` with ``v ~ U[velocity_range]`` (default ``U[0, 2]`` m/s).
-    {spaces}
-    ## Rewards
-    ``reward = reward_forward + reward_ctrl``:
-
-    * ``reward_forward = -|v_x - v|``;
-    * ``reward_ctrl = -ctrl_cost_weight · ‖a‖²`` (``ctrl_cost_weight`` = 0.05).
-
-    ``info`` carries both terms and ``x_velocity``.
-    {start_end}
-    ## Arguments
-    | name | type | default | meaning |
-    |---|---|---|---|
-    | seed | int \\| None | None | seed of the task generator |
-    | physics | str | "original" | physics preset: "original" or "gymnasium" |
-    | velocity_range | tuple[float, float] | (0.0, 2.0) | target velocities drawn uniformly, m/s |
-    | ctrl_cost_weight | float | 0.05 | weight of the control cost |
-    | horizon | int \\| None | None | episode length; None: 200 original, 100 gymnasium |
-
-    ## Version history
-    * v0: initial version, rewards as in the MAML paper's code, two physics presets.
-    """
+    """``HalfCheetahVel``, goal velocity: match the forward velocity ``v_x`` to
+    ``v ~ U[velocity_range]`` (default ``U[0, 2]`` m/s), unobserved; see :class:`HalfCheetah`."""
 
     name = "HalfCheetahVel"
-
-    def __init__(
-        self,
-        seed: int | None = None,
-        physics: str = "original",
-        velocity_range: tuple[float, float] = (0.0, 2.0),
-        ctrl_cost_weight: float = 0.05,
-        horizon: int | None = None,
-    ) -> None:
-        super().__init__(seed, physics, ctrl_cost_weight, horizon)
-        self.velocity_range = check_range("velocity_range", velocity_range)
+    default_velocity_range = (0.0, 2.0)
 
 
 class HalfCheetahDir(DirectionTask, HalfCheetah):
-    """A planar cheetah must run forward or backward, the direction unobserved.
-
-    ## Description
-    The 2D cheetah of HalfCheetah (9 joints, 6 actuated) is rewarded for its forward velocity
-    ``v_x`` along the task's direction.
-    {presets}
-    ## Task distribution
-    ``{{"direction": d}}`` with ``d = +1.0`` or ``-1.0``, each with probability 1/2.
-    {spaces}
-    ## Rewards
-    ``reward = reward_forward + reward_ctrl``:
-
-    * ``reward_forward = d · v_x``;
-    * ``reward_ctrl = -ctrl_cost_weight · ‖a‖²`` (``ctrl_cost_weight`` = 0.05).
-
-    ``info`` carries both terms and ``x_velocity``.
-    {start_end}
-    ## Arguments
-    | name             | type         | default    | meaning                                    |
-    |------------------|--------------|------------|--------------------------------------------|
-    | seed             | int \\| None  | None       | seed of the task generator                 |
-    | physics          | str          | "original" | physics preset: "original" or "gymnasium"  |
-    | ctrl_cost_weight | float        | 0.05       | weight of the control cost                 |
-    | horizon | int \\| None | None | episode length; None: 200 original, 100 gymnasium |
-
-    ## Version history
-    * v0: initial version, rewards as in the MAML paper's code, two physics presets.
-    """
+    """``HalfCheetahDir``, goal direction: run forward or backward (``d = ±1``, probability
+    1/2 each), the direction unobserved; see :class:`HalfCheetah`."""
 
     name = "HalfCheetahDir"
-
-    def __init__(
-        self,
-        seed: int | None = None,
-        physics: str = "original",
-        ctrl_cost_weight: float = 0.05,
-        horizon: int | None = None,
-    ) -> None:
-        super().__init__(seed, physics, ctrl_cost_weight, horizon)
-
-
-for _family in (HalfCheetahVel, HalfCheetahDir):
-    _family.__doc__ = (_family.__doc__ or "").format(
-        presets=_PRESETS_NOTE, spaces=_DOCSTRING_SPACES, start_end=_DOCSTRING_START_END
-    )

@@ -12,8 +12,8 @@ model costs.  Quantities that need MuJoCo's pipeline rather than the raw state a
 cheaply as exactness allows:
 
 * centre of mass of the torso subtree and its velocity of a planar robot (HalfCheetah):
-  :class:`~envs.planar.PlanarKinematics`, its forward kinematics from ``qpos``/``qvel`` in one
-  compiled loop;
+  :class:`~metarl.envs.planar.PlanarKinematics`, its forward kinematics from ``qpos``/``qvel``
+  in one compiled loop;
 * ``"original"`` preset, contact forces (Ant): after each control step a *probe* rollout runs one
   forward pass at the new state with the same control (as rllab's ``model.forward()`` after
   stepping) and returns sensors (contact forces, torso orientation, centre of mass and its
@@ -33,30 +33,37 @@ import copy
 import functools
 import logging
 import os
+import sys
 import warnings
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-os.environ.setdefault("MUJOCO_GL", "egl")
+import gymnasium
+import mujoco
+import numba
+import numpy as np
+from mujoco import rollout
 
-import gymnasium  # noqa: E402
-import mujoco  # noqa: E402  (MUJOCO_GL must be set before mujoco is imported)
-import numba  # noqa: E402
-import numpy as np  # noqa: E402
-from mujoco import rollout  # noqa: E402
+from metarl.envs.base import (
+    RENDER_SIZE,
+    BatchedEnv,
+    RenderError,
+    StepResult,
+    Task,
+    TaskFamily,
+    default_num_threads,
+)
+from metarl.envs.planar import PlanarKinematics
 
-from envs.base import BatchedEnv, StepResult, Task, TaskFamily, default_num_threads  # noqa: E402
-from envs.planar import PlanarKinematics  # noqa: E402
-
-LOGGER = logging.getLogger("envs.mujoco")
+LOGGER = logging.getLogger("metarl.envs.mujoco")
 ASSETS = os.path.join(os.path.dirname(gymnasium.__file__ or ""), "envs", "mujoco", "assets")
 TORSO = "torso"
-RENDER_SIZE = 480
 _FULL_STATE = mujoco.mjtState.mjSTATE_FULLPHYSICS
 _CONTACT_DATA = 2 | 4 | 16  # contact sensor fields: force, torque, point
 _NET_FORCE = 3  # contact sensor reduction: net wrench of all matching contacts
+_T = TypeVar("_T")
 
 
 def _log_mujoco_warning(message: str) -> None:
@@ -176,7 +183,7 @@ class BatchedSimulation:
             )
             for i in range(sensor_model.nsensor)
         }
-        self._renderer: mujoco.Renderer | None = None
+        self._renderers: dict[int, mujoco.Renderer] = {}
         self._setup_workers()
 
     def _setup_workers(self) -> None:
@@ -210,13 +217,13 @@ class BatchedSimulation:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         workers = ("_datas", "_probe_datas", "_state_out", "_sensors_out", "_probe_sensors_out")
-        for key in (*workers, "_pools", "_renderer"):
-            state.pop(key)
+        for key in (*workers, "_pools", "_renderers", "_render_data"):
+            state.pop(key, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._renderer = None
+        self._renderers = {}
         self._setup_workers()
 
     @property
@@ -292,21 +299,63 @@ class BatchedSimulation:
         )
         self.sensors[slice(None) if index is None else index] = sensors[:, 0]
 
-    def render(self, index: int) -> np.ndarray:
-        """RGB frame of slot ``index`` seen from the model's tracking camera."""
-        if self._renderer is None:
-            self._renderer = mujoco.Renderer(self.model, RENDER_SIZE, RENDER_SIZE)
+    def render(self, index: int, size: int = RENDER_SIZE) -> np.ndarray:
+        """RGB frame ``[size, size, 3]`` of slot ``index`` from the model's tracking camera,
+        without shadows or reflections; raises :class:`RenderError` if no offscreen OpenGL
+        context can be made."""
+        renderer = self._renderers.get(size)
+        if renderer is None:
+            renderer = self._renderers[size] = offscreen_renderer(self.model, size)
             self._render_data = mujoco.MjData(self.model)
         mujoco.mj_setState(self.model, self._render_data, self.state[index], _FULL_STATE)
         mujoco.mj_forward(self.model, self._render_data)
-        self._renderer.update_scene(self._render_data, camera="track")
-        return self._renderer.render()
+        renderer.update_scene(self._render_data, camera="track")
+        return renderer.render()
 
     def close(self) -> None:
-        """Release the renderer."""
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        """Release the renderers."""
+        for renderer in self._renderers.values():
+            renderer.close()
+        self._renderers = {}
+
+
+def offscreen_renderer(model: mujoco.MjModel, size: int) -> mujoco.Renderer:
+    """A ``size`` × ``size`` offscreen :class:`mujoco.Renderer`, shadows and reflections off.
+
+    The OpenGL backend is MuJoCo's choice from ``MUJOCO_GL``, except on Linux with neither a
+    display nor ``MUJOCO_GL`` set: there MuJoCo's default (GLFW) needs a display it does not
+    have, and EGL (a GPU's, or Mesa's software EGL) is used for this renderer instead.
+    """
+    try:
+        if sys.platform.startswith("linux") and not _display_or_backend_chosen():
+            renderer = _egl_renderer(model, size)
+        else:
+            renderer = mujoco.Renderer(model, size, size)
+    except Exception as error:  # noqa: BLE001 - every backend failure means the same here
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise RenderError(reason) from error
+    renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
+    renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
+    return renderer
+
+
+def _display_or_backend_chosen() -> bool:
+    keys = ("MUJOCO_GL", "DISPLAY", "WAYLAND_DISPLAY")
+    return any(os.environ.get(key) for key in keys)
+
+
+def _egl_renderer(model: mujoco.MjModel, size: int) -> mujoco.Renderer:
+    """A renderer made with MuJoCo's EGL context (the context class is read only while the
+    renderer is made: MuJoCo's own choice is restored at once)."""
+    from mujoco.egl import GLContext as EGLContext
+
+    contexts = sys.modules[mujoco.Renderer.__module__].gl_context  # type: ignore[attr-defined]
+    default = getattr(contexts, "GLContext", None)
+    contexts.GLContext = EGLContext
+    try:
+        return mujoco.Renderer(model, size, size)
+    finally:
+        contexts.GLContext = default
 
 
 def make_probe_model(model: mujoco.MjModel, contacts: bool) -> mujoco.MjModel:
@@ -359,6 +408,13 @@ class LocomotionFamily(TaskFamily):
     @property
     def preset(self) -> str:
         return self.physics.name
+
+    def family_argument(self, name: str, value: _T | None, default: _T | None) -> _T | None:
+        """``value`` (``default`` when None) of an argument that only some families of a
+        robot use (``default`` None: this family does not, and a value is an error)."""
+        if default is None and value is not None:
+            raise ValueError(f"{name} does not apply to {self.name}")
+        return default if value is None else value
 
     @property
     def needs_probe(self) -> bool:
@@ -450,7 +506,7 @@ def _wrenches_from_contact_sensors(
 ) -> None:
     """``forces[:, 1 + b] = -[torque + (point - c) x force, force]`` for every body ``b``, from
     its block of 9 sensor values (force, torque, point) at ``first + 9 b`` and the centre of mass
-    ``c`` at ``com``; one compiled loop outside the GIL (as :mod:`envs.planar` explains)."""
+    ``c`` at ``com``; one compiled loop outside the GIL (as :mod:`metarl.envs.planar` explains)."""
     for slot in range(sensors.shape[0]):
         row = sensors[slot]
         for body in range(forces.shape[1] - 1):
@@ -542,8 +598,8 @@ class BatchedLocomotionEnv(BatchedEnv):
     def use_threads(self, num_threads: int) -> None:
         self.sim.use_threads(num_threads)
 
-    def render(self, index: int = 0) -> np.ndarray:
-        return self.sim.render(index)
+    def render(self, index: int = 0, size: int = RENDER_SIZE) -> np.ndarray:
+        return self.sim.render(index, size)
 
     def close(self) -> None:
         self.sim.close()

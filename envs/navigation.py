@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image, ImageDraw
 
-from envs.base import BatchedEnv, StepResult, Task, TaskFamily
+from metarl.envs.base import RENDER_SIZE, BatchedEnv, StepResult, Task, TaskFamily
 
 
 class Navigation2D(TaskFamily):
@@ -81,22 +82,37 @@ class Navigation2D(TaskFamily):
         self, num_envs: int, num_threads: int | None = None
     ) -> BatchedNavigation2D:
         """Stepped in numpy on the calling thread, whatever ``num_threads`` says."""
-        return BatchedNavigation2D(num_envs, self.max_step, self.goal_tolerance, self.horizon)
+        return BatchedNavigation2D(
+            num_envs, self.max_step, self.goal_tolerance, self.horizon, self.goal_range
+        )
 
 
 class BatchedNavigation2D(BatchedEnv):
-    """``num_envs`` point masses, each with its own goal; see :class:`Navigation2D`."""
+    """``num_envs`` point masses, each with its own goal; see :class:`Navigation2D`.
+
+    :meth:`render` draws a slot on the plane ``[-2g, 2g]²`` (g = ``goal_range``): its goal
+    (green), its path since the reset and the point (blue)."""
 
     observation_dim = 2
     action_dim = 2
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
 
-    def __init__(self, num_envs: int, max_step: float, goal_tolerance: float, horizon: int):
+    def __init__(
+        self,
+        num_envs: int,
+        max_step: float,
+        goal_tolerance: float,
+        horizon: int,
+        goal_range: float = 0.5,
+    ):
         super().__init__(num_envs)
         self.max_step = max_step
         self.goal_tolerance = goal_tolerance
         self.horizon = horizon
+        self.goal_range = goal_range
         self.goals = np.zeros((num_envs, 2))
         self.position = np.zeros((num_envs, 2))
+        self._path = [self.position]  # positions since the reset, for render()
 
     def _on_tasks_set(self) -> None:
         self.goals = np.array([task["goal"] for task in self.tasks], dtype=np.float64)
@@ -105,6 +121,7 @@ class BatchedNavigation2D(BatchedEnv):
         if not self.tasks:
             raise RuntimeError("set_tasks must be called before reset")
         self.position = np.zeros((self.num_envs, 2))
+        self._path = [self.position]
         self.alive[:] = True
         return self.position.copy()
 
@@ -112,6 +129,7 @@ class BatchedNavigation2D(BatchedEnv):
         displacement = self.max_step * np.clip(action, -1.0, 1.0)
         alive = self.alive
         self.position = np.where(alive[:, None], self.position + displacement, self.position)
+        self._path.append(self.position)
         offset = self.position - self.goals
         reward_distance = np.where(alive, -np.linalg.norm(offset, axis=1), 0.0)
         reached = np.all(np.abs(offset) < self.goal_tolerance, axis=1)
@@ -120,6 +138,25 @@ class BatchedNavigation2D(BatchedEnv):
         return StepResult(
             self.position.copy(), reward_distance, terminated, {"reward_distance": reward_distance}
         )
+
+    def render(self, index: int = 0, size: int = RENDER_SIZE) -> np.ndarray:
+        scale = size / (4 * self.goal_range)
+
+        def pixel(point: np.ndarray) -> tuple[float, float]:
+            return (size / 2 + point[0] * scale, size / 2 - point[1] * scale)
+
+        image = Image.new("RGB", (size, size), "white")
+        draw = ImageDraw.Draw(image)
+        draw.line([(0, size / 2), (size, size / 2)], fill=(225, 225, 225))
+        draw.line([(size / 2, 0), (size / 2, size)], fill=(225, 225, 225))
+        x, y = pixel(self.goals[index])
+        draw.ellipse([x - 6, y - 6, x + 6, y + 6], fill=(40, 170, 60))
+        path = [pixel(position[index]) for position in self._path]
+        if len(path) > 1:
+            draw.line(path, fill=(120, 150, 220), width=2)
+        x, y = path[-1]
+        draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=(20, 60, 200))
+        return np.asarray(image)
 
 
 def _require_positive(**values: float) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from metarl.numerics import all_finite
+from metarl.agents.common.numerics import all_finite
 
 FORMAT = "metarl-checkpoint-v1"
 REQUIRED_KEYS = ("format", "iteration", "config", "policy")

@@ -21,7 +21,7 @@ from metarl.config import (
     run_name,
     validate_config,
 )
-from metarl.numerics import RejectionLimitError
+from metarl.training import RejectionLimitError
 
 DEFAULT_CONFIG = "navigation"
 
@@ -34,7 +34,7 @@ def bundled_configs() -> list[str]:
     """Names of the configs shipped in ``configs/`` (usable as ``--config NAME``)."""
     return sorted(
         p.name.removesuffix(".yaml")
-        for p in resources.files("configs").iterdir()
+        for p in resources.files("metarl.configs").iterdir()
         if p.name.endswith(".yaml")
     )
 
@@ -46,7 +46,7 @@ def resolve_config_path(value: str | None) -> Path:
     if path.exists() or path.suffix in (".yaml", ".yml") or "/" in name:
         return path
     if name in bundled_configs():
-        return Path(str(resources.files("configs") / f"{name}.yaml"))
+        return Path(str(resources.files("metarl.configs") / f"{name}.yaml"))
     raise ConfigError(
         f"--config {name}: no such file or bundled config; bundled: {bundled_configs()}"
     )

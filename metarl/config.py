@@ -14,7 +14,8 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 
-import envs
+from metarl import envs
+from metarl.agents.maml_trpo import MAMLTRPOConfig
 
 
 class ConfigError(ValueError):
@@ -62,25 +63,7 @@ class PolicyConfig(_Section):
     init_std: PositiveFloat = 1.0
 
 
-class AlgorithmConfig(_Section):
-    """MAML-TRPO hyperparameters (defaults: the original work, reference §2)."""
-
-    num_tasks: PositiveInt = 40  # tasks per meta-batch
-    num_trajectories: PositiveInt = 20  # trajectories per task per sampling step
-    num_inner_steps: PositiveInt = 1  # inner gradient steps during meta-training
-    inner_lr: PositiveFloat = 0.1  # α
-    first_order: bool = False  # drop second-order terms of the meta-gradient
-    gamma: float = Field(0.99, gt=0.0, le=1.0)  # discount γ
-    gae_lambda: float = Field(1.0, ge=0.0, le=1.0)  # GAE λ
-    baseline_ridge: PositiveFloat = 1e-5  # ridge of the linear feature baseline
-    max_kl: PositiveFloat = 0.01  # trust region δ
-    cg_iterations: PositiveInt = 10
-    cg_damping: float = Field(1e-5, ge=0.0)
-    line_search_max_steps: PositiveInt = 15
-    line_search_backtrack_ratio: float = Field(0.8, gt=0.0, lt=1.0)
-    # exact Hessian-vector products of the meta-KL: per-task Jacobian products (fast) or
-    # double backpropagation through the inner update (the straightforward reference)
-    hessian_method: Literal["jacobian", "double_backprop"] = "jacobian"
+AlgorithmConfig = MAMLTRPOConfig  # the algorithm section: MAML-TRPO's hyperparameters
 
 
 class TrainConfig(_Section):

@@ -6,9 +6,10 @@ for the following ones), re-sample, and so on.  The result is the average undisc
 trajectory of every task after each step, summarised as mean and standard error over tasks.
 
 All tasks × trajectories of a step are one batch of the agent's own :class:`BatchSampler`, and the
-inner step is the agent's own (:meth:`MAMLTRPO.prepare` then :meth:`MAMLTRPO.inner_update`).
+inner step is the agent's own (:meth:`MAMLTRPO.prepare` then :meth:`MAMLTRPO.inner_step`).
 Held-out tasks come from a task generator seeded by ``(seed, HELD_OUT_SALT)``, a stream no
-training run draws from.
+training run draws from.  Videos (:mod:`metarl.video`) adapt with the same routine,
+:func:`adapt_to_held_out_tasks`.
 """
 
 from __future__ import annotations
@@ -22,16 +23,15 @@ from typing import Any
 
 import numpy as np
 
-import envs
-from agents.maml_trpo import MAMLTRPO
+from metarl import envs
+from metarl.agents.common.episodes import Episodes
+from metarl.agents.common.policies import GaussianMLPPolicy, Params
+from metarl.agents.common.sampling import BatchSampler
+from metarl.agents.maml_trpo import MAMLTRPO
 from metarl.checkpoint import find_checkpoint, load_checkpoint
+from metarl.components import build_policy, held_out_seeds, make_family
 from metarl.config import Config, validate_config
-from metarl.episodes import Episodes
-from metarl.policies import GaussianMLPPolicy, Params
-from metarl.sampling import BatchSampler
-from metarl.training import build_policy, stream_seeds
 
-HELD_OUT_SALT = 0x4E1D0
 EVALUATION_FILE = "evaluation.json"
 TABLE_FILE = "evaluation.md"
 PLOT_FILE = "evaluation.png"
@@ -86,35 +86,44 @@ def load_run(path: Path, checkpoint: str = "best") -> LoadedRun:
     found = find_checkpoint(path, f"{checkpoint}.pt")
     state = load_checkpoint(found)
     config = validate_config(state["config"])
-    family = envs.make_family(config.env.family, **config.env.kwargs)
-    policy = build_policy(config, family)
+    policy = build_policy(config, make_family(config))
     policy.load_state_dict(state["policy"])
     return LoadedRun(config, policy, found)
 
 
-def held_out_seeds(seed: int) -> dict[str, int]:
-    """Seeds of the evaluation's random streams, disjoint from every training run's."""
-    return stream_seeds([seed, HELD_OUT_SALT], ("tasks", "sampler", "rollout"))
-
-
 def held_out_family(config: Config, seed: int) -> envs.TaskFamily:
     """The run's task family with the held-out task generator of ``seed``."""
-    tasks_seed = held_out_seeds(seed)["tasks"]
-    return envs.make_family(config.env.family, seed=tasks_seed, **config.env.kwargs)
+    return make_family(config, seed=held_out_seeds(seed)["tasks"])
 
 
-def adaptation_steps(
-    agent: MAMLTRPO, sampler: BatchSampler, tasks: Sequence[envs.Task], step_sizes: list[float]
-) -> list[tuple[Params, Episodes]]:
-    """Parameters and trajectories before adaptation and after each inner step (α per step)."""
-    params: Params = agent.policy.meta_parameters()
+@dataclass
+class HeldOutAdaptation:
+    """A policy adapted to held-out tasks: its parameters and trajectories after 0..K steps."""
+
+    family: envs.TaskFamily
+    tasks: list[envs.Task]
+    steps: list[tuple[Params, Episodes]]
+
+
+def adapt_to_held_out_tasks(
+    config: Config, policy: GaussianMLPPolicy, settings: AdaptationSettings
+) -> HeldOutAdaptation:
+    """Draw ``settings.num_tasks`` held-out tasks and adapt ``policy`` to each: sample the
+    trajectories of every task with the current parameters, take the agent's inner step
+    (α per step), and again, ``settings.num_steps`` times."""
+    family = held_out_family(config, settings.seed)
+    tasks = family.sample_tasks(settings.num_tasks)
+    seeds = held_out_seeds(settings.seed)
+    sampler = BatchSampler(family, settings.trajectories(config), seeds["sampler"])
+    agent = MAMLTRPO(policy, config.algorithm)
+    params: Params = policy.meta_parameters()
     steps = []
-    for step_size in [*step_sizes, None]:
-        episodes = sampler.sample(tasks, agent.policy, params)
+    for step_size in [*settings.step_sizes(config), None]:
+        episodes = sampler.sample(tasks, policy, params)
         steps.append((params, episodes))
         if step_size is not None:
-            params = agent.inner_update(params, agent.prepare(episodes), inner_lr=step_size)
-    return steps
+            params = agent.inner_step(params, agent.prepare(episodes), step_size)
+    return HeldOutAdaptation(family, tasks, steps)
 
 
 @dataclass
@@ -180,23 +189,18 @@ def standard_error(values: Sequence[float]) -> float:
 def evaluate(run: LoadedRun, settings: AdaptationSettings) -> Evaluation:
     """Adapt ``run``'s policy to held-out tasks per the paper's protocol."""
     config = run.config
-    family = held_out_family(config, settings.seed)
-    tasks = family.sample_tasks(settings.num_tasks)
-    num_trajectories = settings.trajectories(config)
-    sampler = BatchSampler(family, num_trajectories, held_out_seeds(settings.seed)["sampler"])
-    step_sizes = settings.step_sizes(config)
-    steps = adaptation_steps(MAMLTRPO(run.policy, config.algorithm), sampler, tasks, step_sizes)
+    adapted = adapt_to_held_out_tasks(config, run.policy, settings)
     return Evaluation(
         label=run.name,
         checkpoint=str(run.checkpoint),
         config=config.to_dict(),
         family=config.env.family,
-        preset=family.preset,
+        preset=adapted.family.preset,
         seed=settings.seed,
-        num_trajectories=num_trajectories,
-        step_sizes=step_sizes,
-        tasks=tasks,
-        returns=[episodes.returns_per_task().tolist() for _, episodes in steps],
+        num_trajectories=settings.trajectories(config),
+        step_sizes=settings.step_sizes(config),
+        tasks=adapted.tasks,
+        returns=[episodes.returns_per_task().tolist() for _, episodes in adapted.steps],
     )
 
 

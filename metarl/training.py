@@ -5,28 +5,27 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
 from tqdm import tqdm
 
-import envs
-from agents.maml_trpo import MAMLTRPO
+from metarl import envs
+from metarl.agents.common.numerics import NonFiniteError
+from metarl.agents.common.sampling import BatchSampler
+from metarl.agents.maml_trpo import MAMLTRPO, MetaStepInfo
 from metarl.checkpoint import (
     CheckpointError,
     atomic_write_bytes,
     remove_stale_temp_files,
     save_checkpoint,
 )
+from metarl.components import build_policy, derived_seeds, make_family
 from metarl.config import Config
 from metarl.logging import MetricsLog, summary_line
-from metarl.numerics import RejectionLimitError
-from metarl.policies import GaussianMLPPolicy
-from metarl.sampling import BatchSampler
 
 CONFIG_FILE = "config.yaml"
 STATE_KEYS = (
@@ -43,29 +42,42 @@ STATE_KEYS = (
     "best",
 )
 IterationHook = Callable[[dict[str, Any]], None]
+LEARNING_PHASES = ("adaptation", "meta_gradient", "conjugate_gradient", "line_search")
+TIMED_PHASES = ("sampling", *LEARNING_PHASES)
 
 
-def stream_seeds(entropy: int | list[int], names: tuple[str, ...]) -> dict[str, int]:
-    """Independent seeds, one per named random stream, spawned from ``entropy``."""
-    children = np.random.SeedSequence(entropy).spawn(len(names))
-    return {n: int(c.generate_state(1, dtype=np.uint32)[0]) for n, c in zip(names, children)}
+class RejectionLimitError(RuntimeError):
+    """Too many consecutive meta-steps were rejected for non-finite values: the run stops."""
 
 
-def derived_seeds(seed: int) -> dict[str, int]:
-    """Independent seeds for every random stream of a run, all derived from the run seed."""
-    return stream_seeds(seed, ("tasks", "sampler", "policy_init"))
-
-
-def build_policy(config: Config, family: envs.TaskFamily) -> GaussianMLPPolicy:
-    """The Gaussian MLP policy sized for ``family``."""
-    probe = family.make_batched_env(1)
-    return GaussianMLPPolicy(
-        probe.observation_dim,
-        probe.action_dim,
-        tuple(config.policy.hidden_sizes),
-        config.policy.nonlinearity,
-        config.policy.init_std,
-    )
+def meta_iteration(
+    agent: MAMLTRPO, tasks: Sequence[envs.Task], sampler: BatchSampler
+) -> tuple[dict[str, float], MetaStepInfo]:
+    """Collect, adapt and meta-update once; returns the iteration's metrics (env steps,
+    returns before and after adaptation, the meta-step's outcome, seconds per phase) and
+    the meta-step.  A meta-step that meets a NaN or an Inf is rejected, not raised."""
+    agent.timer.pop()
+    batch = agent.collect(tasks, sampler)
+    try:
+        step = agent.meta_step(batch)
+    except NonFiniteError as error:  # rejected before the meta-parameters changed
+        step = MetaStepInfo.rejected(error.stage)
+    seconds = agent.timer.pop()
+    metrics: dict[str, float] = {
+        "env_steps": sum(e.env_steps for e in batch.train) + batch.valid.env_steps,
+        "return_pre": batch.train[0].mean_return(),
+        "return_post": batch.valid.mean_return(),
+        "kl": step.kl,
+        "surrogate_before": step.surrogate_before,
+        "surrogate_after": step.surrogate_after,
+        "line_search_steps": step.line_search_steps,
+        "step_accepted": float(step.accepted),
+        **{f"time_{phase}": seconds.get(phase, 0.0) for phase in TIMED_PHASES},
+    }
+    metrics["time_learning"] = sum(seconds.get(phase, 0.0) for phase in LEARNING_PHASES)
+    for i, episodes in enumerate(batch.train[1:], start=1):
+        metrics[f"return_step{i}"] = episodes.mean_return()
+    return metrics, step
 
 
 class Trainer:
@@ -83,7 +95,7 @@ class Trainer:
         self.config = config
         self.run_dir = run_dir
         seeds = derived_seeds(config.train.seed)
-        self.family = envs.make_family(config.env.family, seed=seeds["tasks"], **config.env.kwargs)
+        self.family = make_family(config, seed=seeds["tasks"])
         generator_state = torch.random.get_rng_state()
         torch.manual_seed(seeds["policy_init"])
         self.policy = build_policy(config, self.family).to(config.train.device)
@@ -204,7 +216,7 @@ class Trainer:
         for a NaN or an Inf."""
         start = time.perf_counter()
         tasks = self.family.sample_tasks(self.config.algorithm.num_tasks)
-        metrics, step = self.agent.train_iteration(tasks, self.sampler)
+        metrics, step = meta_iteration(self.agent, tasks, self.sampler)
         self.iteration += 1
         self.env_steps += int(metrics.pop("env_steps"))
         rejected = step.rejected_reason is not None

@@ -1,16 +1,17 @@
 """Videos of adaptation: one rollout per task before adaptation and after each inner step.
 
-The policy is adapted as in evaluation (:func:`metarl.evaluation.adaptation_steps`: a batch of
-trajectories per task and step, the agent's inner update).  The video then shows one rollout of
-each adapted policy taking its *mean* action (no exploration noise), so the clip shows what the
-policy has learnt rather than noise.  The clips are laid out as a grid (rows = tasks, columns =
-0..K steps), every cell labelled with its task (``family.describe_task``) and its return so far.
+The policy is adapted as in evaluation (:func:`metarl.evaluation.adapt_to_held_out_tasks`: a
+batch of trajectories per task and step, the agent's inner step).  The video then shows one
+rollout of each adapted policy taking its *mean* action (no exploration noise), so the clip shows
+what the policy has learnt rather than noise.  The clips are laid out as a grid (rows = tasks,
+columns = 0..K steps), every cell labelled with its task (``family.describe_task``) and its
+return so far.
 
-MuJoCo families are rendered offscreen with MuJoCo's renderer (``MUJOCO_GL=egl`` by default,
-``osmesa`` for software rendering; when it fails, the error names a backend that works here),
-shadows and reflections off; 2D navigation is drawn directly:
-the goal, the path so far and the point.  Videos are encoded with ffmpeg (imageio-ffmpeg) at the
-environment's ``render_fps``.
+Every cell is drawn by the environment itself (``BatchedEnv.render``): MuJoCo families offscreen
+by MuJoCo's renderer (EGL on a Linux machine without a display unless ``MUJOCO_GL`` says
+otherwise; when rendering fails, the error names a backend that works here), 2D navigation as
+the goal, the path so far and the point.  This module lays the cells out, labels them and
+encodes them with ffmpeg (imageio-ffmpeg) at the environment's ``render_fps``.
 """
 
 from __future__ import annotations
@@ -22,27 +23,17 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import imageio.v2 as imageio
-import mujoco
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-import envs
-from agents.maml_trpo import MAMLTRPO
-from envs.mujoco_core import BatchedLocomotionEnv
-from envs.navigation import BatchedNavigation2D, Navigation2D
+from metarl import envs
+from metarl.agents.common.policies import GaussianMLPPolicy, Params
+from metarl.components import held_out_seeds
 from metarl.config import Config
-from metarl.evaluation import (
-    AdaptationSettings,
-    adaptation_steps,
-    held_out_family,
-    held_out_seeds,
-)
-from metarl.policies import GaussianMLPPolicy, Params
-from metarl.sampling import BatchSampler
+from metarl.evaluation import AdaptationSettings, adapt_to_held_out_tasks
 
 LABEL_HEIGHT = 30
 DEFAULT_SIZE = 240
@@ -50,81 +41,6 @@ DEFAULT_SIZE = 240
 
 class RenderError(RuntimeError):
     """Offscreen rendering is unavailable, or the family cannot be drawn (one-line message)."""
-
-
-class Painter(Protocol):
-    """Draws every slot of a batched environment at its current state."""
-
-    def paint(self, env: envs.BatchedEnv) -> list[np.ndarray]: ...
-
-    def close(self) -> None: ...
-
-
-class MujocoPainter:
-    """Offscreen MuJoCo frames from the tracking camera, without shadows or reflections."""
-
-    def __init__(self, env: BatchedLocomotionEnv, size: int) -> None:
-        model = env.sim.model
-        try:
-            self.renderer = mujoco.Renderer(model, size, size)
-        except Exception as error:  # noqa: BLE001 - any backend failure means the same to users
-            raise RenderError(rendering_failure(error)) from None
-        self.renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
-        self.renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
-        self.model = model
-        self.data = mujoco.MjData(model)
-
-    def paint(self, env: envs.BatchedEnv) -> list[np.ndarray]:
-        assert isinstance(env, BatchedLocomotionEnv)
-        frames = []
-        for state in env.sim.state:
-            mujoco.mj_setState(self.model, self.data, state, mujoco.mjtState.mjSTATE_FULLPHYSICS)
-            mujoco.mj_forward(self.model, self.data)
-            self.renderer.update_scene(self.data, camera="track")
-            frames.append(self.renderer.render())
-        return frames
-
-    def close(self) -> None:
-        self.renderer.close()
-
-
-class NavigationPainter:
-    """The plane ``[-2g, 2g]²`` (g = goal range): goal (green), path so far and point (blue)."""
-
-    def __init__(self, env: BatchedNavigation2D, goal_range: float, size: int) -> None:
-        self.size = size
-        self.scale = size / (4 * goal_range)
-        self.paths: list[list[tuple[float, float]]] = [[self.pixel((0.0, 0.0))] for _ in env.goals]
-        self.background = [self._background(goal) for goal in env.goals]
-
-    def pixel(self, point: tuple[float, float] | np.ndarray) -> tuple[float, float]:
-        return (self.size / 2 + point[0] * self.scale, self.size / 2 - point[1] * self.scale)
-
-    def _background(self, goal: np.ndarray) -> Image.Image:
-        image = Image.new("RGB", (self.size, self.size), "white")
-        draw = ImageDraw.Draw(image)
-        middle = self.size / 2
-        draw.line([(0, middle), (self.size, middle)], fill=(225, 225, 225))
-        draw.line([(middle, 0), (middle, self.size)], fill=(225, 225, 225))
-        x, y = self.pixel(goal)
-        draw.ellipse([x - 6, y - 6, x + 6, y + 6], fill=(40, 170, 60))
-        return image
-
-    def paint(self, env: envs.BatchedEnv) -> list[np.ndarray]:
-        assert isinstance(env, BatchedNavigation2D)
-        frames = []
-        for path, background, position in zip(self.paths, self.background, env.position):
-            path.append(self.pixel(position))
-            image = background.copy()
-            draw = ImageDraw.Draw(image)
-            draw.line(path, fill=(120, 150, 220), width=2)
-            x, y = path[-1]
-            draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=(20, 60, 200))
-            frames.append(np.asarray(image))
-        return frames
-
-    def close(self) -> None:
-        """Nothing to release."""
 
 
 GL_BACKENDS = ("egl", "osmesa")
@@ -150,15 +66,6 @@ def rendering_failure(error: Exception) -> str:
         else "neither MUJOCO_GL=egl (needs libEGL) nor MUJOCO_GL=osmesa (needs libOSMesa) works"
     )
     return f"offscreen MuJoCo rendering failed with MUJOCO_GL={current} ({reason}); {advice}"
-
-
-def make_painter(family: envs.TaskFamily, env: envs.BatchedEnv, size: int) -> Painter:
-    """The painter for ``family``'s environments."""
-    if isinstance(env, BatchedLocomotionEnv):
-        return MujocoPainter(env, size)
-    if isinstance(env, BatchedNavigation2D) and isinstance(family, Navigation2D):
-        return NavigationPainter(env, family.goal_range, size)
-    raise RenderError(f"{family.name}: no renderer for {type(env).__name__}")
 
 
 def label_strip(width: int, lines: tuple[str, str]) -> np.ndarray:
@@ -225,48 +132,48 @@ def record_adaptation(
     size: int = DEFAULT_SIZE,
 ) -> VideoStats:
     """Adapt ``policy`` to ``settings.num_tasks`` held-out tasks and write the grid video."""
-    family = held_out_family(config, settings.seed)
-    tasks = family.sample_tasks(settings.num_tasks)
-    seeds = held_out_seeds(settings.seed)
-    sampler = BatchSampler(family, settings.trajectories(config), seeds["sampler"])
-    agent = MAMLTRPO(policy, config.algorithm)
-    steps = adaptation_steps(agent, sampler, tasks, settings.step_sizes(config))
+    adapted = adapt_to_held_out_tasks(config, policy, settings)
+    tasks, steps = adapted.tasks, adapted.steps
     params = slot_parameters(policy, [p for p, _ in steps], len(tasks))
-    env = family.make_batched_env(len(tasks) * len(steps))
+    env = adapted.family.make_batched_env(len(tasks) * len(steps))
     env.set_tasks([task for task in tasks for _ in steps])
     try:
-        painter = make_painter(family, env, size)
-        try:
-            rows = [family.describe_task(task) for task in tasks]
-            rng = np.random.default_rng(seeds["rollout"])
-            return write_rollouts(env, painter, policy, params, rows, rng, path)
-        finally:
-            painter.close()
+        rows = [adapted.family.describe_task(task) for task in tasks]
+        rng = np.random.default_rng(held_out_seeds(settings.seed)["rollout"])
+        return write_rollouts(env, policy, params, rows, rng, path, size)
     finally:
         env.close()
 
 
+def render_slots(env: envs.BatchedEnv, size: int) -> list[np.ndarray]:
+    """Every slot of ``env`` drawn by the environment itself; a one-line :class:`RenderError`
+    (naming a ``MUJOCO_GL`` that works, if any) when it cannot be drawn here."""
+    try:
+        return [env.render(index, size) for index in range(env.num_envs)]
+    except envs.RenderError as error:
+        raise RenderError(rendering_failure(error)) from None
+    except NotImplementedError as error:
+        raise RenderError(str(error)) from None
+
+
 def write_rollouts(
     env: envs.BatchedEnv,
-    painter: Painter,
     policy: GaussianMLPPolicy,
     params: Params,
     rows: list[str],
     rng: np.random.Generator,
     path: Path,
+    size: int,
 ) -> VideoStats:
     """Roll out every slot's mean action for one episode and write one grid frame per step:
     a row per task (captioned ``rows``), a column per number of inner steps."""
     num_cols = env.num_envs // len(rows)
     fps = int(env.metadata.get("render_fps", 30))
-    path.parent.mkdir(parents=True, exist_ok=True)
     returns = np.zeros(env.num_envs)
     seconds_render = 0.0
     start = time.perf_counter()
     observation = env.reset(rng)
-    writer = imageio.get_writer(
-        path, fps=fps, codec="libx264", macro_block_size=1, ffmpeg_log_level="error"
-    )
+    writer = None
     try:
         for _ in range(env.horizon):
             with torch.no_grad():
@@ -276,15 +183,21 @@ def write_rollouts(
             observation = result.observation
             returns += result.reward
             render_start = time.perf_counter()
-            images = painter.paint(env)
+            images = render_slots(env, size)
             seconds_render += time.perf_counter() - render_start
             cells = [
                 labelled(image, rows[i // num_cols], i % num_cols, float(returns[i]))
                 for i, image in enumerate(images)
             ]
+            if writer is None:  # once a frame was drawn: a failure leaves no file behind
+                path.parent.mkdir(parents=True, exist_ok=True)
+                writer = imageio.get_writer(
+                    path, fps=fps, codec="libx264", macro_block_size=1, ffmpeg_log_level="error"
+                )
             writer.append_data(grid(cells, len(rows)))
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
     return VideoStats(
         path=path,
         num_frames=env.horizon,

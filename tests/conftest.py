@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-import envs
-from agents.maml_trpo import MAMLTRPO, MetaBatch
+from metarl import envs
+from metarl.agents.common.policies import GaussianMLPPolicy
+from metarl.agents.common.sampling import BatchSampler
+from metarl.agents.maml_trpo import MAMLTRPO, MetaBatch
 from metarl.config import AlgorithmConfig
-from metarl.policies import GaussianMLPPolicy
-from metarl.sampling import BatchSampler
 
 # The tests use tiny tensors: one thread avoids OpenMP spin-waits on a busy machine.
 torch.set_num_threads(1)
@@ -41,7 +41,7 @@ def make_agent(
     )
     agent = MAMLTRPO(policy, config)
     sampler = BatchSampler(family, num_trajectories, seed)
-    batch, _ = agent.collect(family.sample_tasks(num_tasks), sampler)
+    batch = agent.collect(family.sample_tasks(num_tasks), sampler)
     return agent, batch
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from metarl.baseline import baseline_features, fit_linear_baseline
+from metarl.agents.common.baseline import baseline_features, fit_linear_baseline
 
 
 def test_features_layout() -> None:

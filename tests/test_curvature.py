@@ -1,19 +1,19 @@
-"""The hand-derived products of metarl.curvature against autograd, for several network depths
-and both nonlinearities, in float64 with per-task parameters."""
+"""The hand-derived products of metarl.agents.common.curvature against autograd, for several
+network depths and both nonlinearities, in float64 with per-task parameters."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from metarl.curvature import (
+from metarl.agents.common.curvature import (
     FIRST_LAYER_MOMENTS_MAX_INPUTS,
     GaussianFisher,
     GaussianLogLikelihood,
     MeanNetwork,
     split_parameters,
 )
-from metarl.policies import GaussianMLPPolicy, gaussian_kl, gaussian_log_prob
+from metarl.agents.common.policies import GaussianMLPPolicy, gaussian_kl, gaussian_log_prob
 
 K, N, OBS, ACT = 3, 7, 4, 2
 

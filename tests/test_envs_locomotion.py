@@ -14,17 +14,17 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-import envs
-from envs.ant import Ant, AntDir, AntGoal, AntVel
-from envs.half_cheetah import HalfCheetahDir, HalfCheetahVel
-from envs.mujoco_core import (
+from metarl import envs
+from metarl.envs.ant import Ant, AntDir, AntGoal, AntVel
+from metarl.envs.half_cheetah import HalfCheetahDir, HalfCheetahVel
+from metarl.envs.mujoco_core import (
     ASSETS,
     LocomotionFamily,
     contact_forces,
     load_model,
     mujoco,
 )
-from envs.planar import PlanarKinematics
+from metarl.envs.planar import PlanarKinematics
 
 FAMILIES = [HalfCheetahVel, HalfCheetahDir, AntVel, AntDir, AntGoal]
 PRESETS = ["original", "gymnasium"]
@@ -99,15 +99,22 @@ def mass_weighted_com_velocity(model: mujoco.MjModel, data: mujoco.MjData) -> np
 def arguments_table(doc: str) -> dict[str, tuple[str, str]]:
     section = doc.split("## Arguments", 1)[1].split("##", 1)[0]
     rows = {}
-    for line in section.strip().splitlines()[2:]:
+    table_lines = [line.strip() for line in section.splitlines() if line.strip().startswith("|")]
+    for line in table_lines[2:]:
         cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
         rows[cells[0]] = (cells[1].replace("\\|", "|"), cells[2])
     return rows
 
 
+def documenting_class(family: type) -> type:
+    """The class that defines ``family``'s constructor: its docstring documents the family
+    (one docstring and one Arguments table for the families of one robot)."""
+    return next(c for c in family.__mro__ if "__init__" in vars(c))
+
+
 @pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
 def test_arguments_table_matches_signature(family):
-    table = arguments_table(family.__doc__)
+    table = arguments_table(documenting_class(family).__doc__)
     parameters = inspect.signature(family.__init__).parameters
     assert list(table) == [name for name in parameters if name != "self"]
     for name, (type_name, default) in table.items():
@@ -117,7 +124,9 @@ def test_arguments_table_matches_signature(family):
 
 @pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
 def test_docstring_sections(family):
-    sections = re.findall(r"^\s*## (.+)$", family.__doc__, flags=re.MULTILINE)
+    doc = documenting_class(family).__doc__
+    assert family.name in doc and family.name in family.__doc__
+    sections = re.findall(r"^\s*## (.+)$", doc, flags=re.MULTILINE)
     assert sections == [
         "Description",
         "Task distribution",
@@ -129,7 +138,7 @@ def test_docstring_sections(family):
         "Arguments",
         "Version history",
     ]
-    assert "{" not in family.__doc__.replace('{"', "")
+    assert "{" not in doc.replace('{"', "")
 
 
 # --- tasks ----------------------------------------------------------------------------------

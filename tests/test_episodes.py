@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from metarl.episodes import (
+from metarl.agents.common.episodes import (
     Episodes,
     discounted_returns,
     generalized_advantages,

@@ -11,6 +11,7 @@ import imageio.v2 as imageio
 import pytest
 import torch
 
+from metarl.agents.common.sampling import BatchSampler
 from metarl.cli import main
 from metarl.evaluation import (
     AdaptationSettings,
@@ -19,7 +20,6 @@ from metarl.evaluation import (
     held_out_seeds,
     load_run,
 )
-from metarl.sampling import BatchSampler
 from metarl.training import Trainer
 from tests.tiny_runs import train_tiny_run
 

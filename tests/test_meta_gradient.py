@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agents.maml_trpo import MAMLTRPO, MetaBatch
-from metarl.optim import flatten, unflatten
+from metarl.agents.common.optim import flatten, unflatten
+from metarl.agents.maml_trpo import MAMLTRPO, MetaBatch
 from tests.conftest import make_agent
 
 CASES = {
@@ -39,7 +39,7 @@ def test_fixture_has_variable_length_episodes(tiny_agent) -> None:
 @pytest.mark.parametrize("case", ["one-step", "two-steps"])
 def test_meta_gradient_matches_finite_differences(case: str) -> None:
     agent, batch = make_agent(**CASES[case])
-    gradient = agent.curvature(batch).gradient
+    gradient = agent.meta_gradient(batch).gradient
     generator = torch.Generator().manual_seed(1)
     eps = 1e-6
     for _ in range(3):
@@ -53,8 +53,12 @@ def test_meta_gradient_matches_finite_differences(case: str) -> None:
 @pytest.mark.parametrize("case", list(CASES))
 def test_fast_curvature_equals_double_backpropagation(case: str) -> None:
     agent, batch = make_agent(**CASES[case])
-    fast, reference = agent.curvature(batch), agent.curvature_by_double_backprop(batch)
-    gradient, product, reference_product = fast.gradient, fast.product, reference.product
+    fast, reference = agent.meta_gradient(batch), agent.meta_gradient_by_double_backprop(batch)
+    gradient, product, reference_product = (
+        fast.gradient,
+        fast.kl_hessian_vector_product,
+        reference.kl_hessian_vector_product,
+    )
     torch.testing.assert_close(gradient, reference.gradient, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(fast.surrogate, reference.surrogate)
     live = batch.valid.mask.bool()  # the old distribution matters where steps were taken
@@ -70,7 +74,7 @@ def test_fast_curvature_equals_double_backpropagation(case: str) -> None:
 @pytest.mark.parametrize("case", ["one-step", "two-steps"])
 def test_kl_hessian_matches_finite_differences_of_kl_gradient(case: str) -> None:
     agent, batch = make_agent(**CASES[case])
-    product = agent.curvature(batch).product
+    product = agent.meta_gradient(batch).kl_hessian_vector_product
     v = torch.randn(sum(p.numel() for p in agent.policy.parameters()), dtype=torch.float64)
     eps = 1e-5
 
@@ -87,7 +91,7 @@ def test_kl_hessian_matches_finite_differences_of_kl_gradient(case: str) -> None
 def test_first_order_gradient_is_the_post_adaptation_gradient_at_adapted_params() -> None:
     """First-order MAML: ∇θ ≈ Σ_k ∇_{θ'_k} L_k(θ'_k), i.e. the adaptation Jacobian is I."""
     agent, batch = make_agent(first_order=True)
-    gradient = agent.curvature(batch).gradient
+    gradient = agent.meta_gradient(batch).gradient
     adapted = {
         k: v.detach().requires_grad_()
         for k, v in agent.adapt(agent.policy.meta_parameters(), batch).items()
@@ -96,7 +100,7 @@ def test_first_order_gradient_is_the_post_adaptation_gradient_at_adapted_params(
     per_task = torch.autograd.grad(surrogate, list(adapted.values()))
     torch.testing.assert_close(gradient, flatten([g.sum(0) for g in per_task]))
     exact_agent, exact_batch = make_agent(first_order=False)
-    exact_gradient = exact_agent.curvature(exact_batch).gradient
+    exact_gradient = exact_agent.meta_gradient(exact_batch).gradient
     assert not torch.allclose(gradient, exact_gradient)  # the second-order terms matter
 
 
@@ -177,10 +181,15 @@ def test_meta_step_on_cuda_matches_the_cpu(case: str) -> None:
     gpu_agent.policy.to("cuda")
     gpu_train = [gpu_agent.prepare(episodes) for episodes in batch.train]
     gpu_batch = MetaBatch(gpu_train, gpu_agent.prepare(batch.valid))
-    cpu, gpu = cpu_agent.curvature(batch), gpu_agent.curvature(gpu_batch)
+    cpu, gpu = cpu_agent.meta_gradient(batch), gpu_agent.meta_gradient(gpu_batch)
     torch.testing.assert_close(gpu.gradient.cpu(), cpu.gradient, rtol=1e-9, atol=1e-12)
     v = torch.randn_like(cpu.gradient)
-    torch.testing.assert_close(gpu.product(v.cuda()).cpu(), cpu.product(v), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(
+        gpu.kl_hessian_vector_product(v.cuda()).cpu(),
+        cpu.kl_hessian_vector_product(v),
+        rtol=1e-9,
+        atol=1e-12,
+    )
     cpu_info, gpu_info = cpu_agent.meta_step(batch), gpu_agent.meta_step(gpu_batch)
     assert gpu_info.accepted == cpu_info.accepted
     assert gpu_info.surrogate_after == pytest.approx(cpu_info.surrogate_after, rel=1e-4)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import envs
-from envs.navigation import BatchedNavigation2D, Navigation2D
+from metarl import envs
+from metarl.envs.navigation import BatchedNavigation2D, Navigation2D
 
 
 def _batch(goals: list[list[float]], **kwargs: float) -> BatchedNavigation2D:

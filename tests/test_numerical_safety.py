@@ -12,15 +12,16 @@ import numpy as np
 import pytest
 import torch
 
-import envs
-from agents.maml_trpo import MAMLTRPO, MetaBatch
-from envs.base import StepResult
-from envs.navigation import BatchedNavigation2D, Navigation2D
+from metarl import envs
+from metarl.agents.common.numerics import NonFiniteError
+from metarl.agents.common.sampling import BatchSampler
+from metarl.agents.maml_trpo import MAMLTRPO, MetaBatch
 from metarl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from metarl.cli import main
+from metarl.envs.base import StepResult
+from metarl.envs.navigation import BatchedNavigation2D, Navigation2D
 from metarl.logging import read_metrics
-from metarl.numerics import NonFiniteError
-from metarl.sampling import BatchSampler
+from metarl.training import meta_iteration
 from tests.conftest import make_agent
 from tests.tiny_runs import tiny_flags
 
@@ -88,13 +89,13 @@ def test_the_same_batch_without_injection_takes_a_step() -> None:
     assert any(not torch.equal(old, new) for old, new in zip(before, parameters(agent)))
 
 
-def test_train_iteration_reports_the_rejection() -> None:
+def test_meta_iteration_reports_the_rejection() -> None:
     agent, batch = make_agent()
     nan_damping(agent, batch)
     before = parameters(agent)
     family = envs.make_family("Navigation2D", seed=0, horizon=12)
     sampler = BatchSampler(family, agent.config.num_trajectories, seed=0)
-    metrics, step = agent.train_iteration(family.sample_tasks(agent.config.num_tasks), sampler)
+    metrics, step = meta_iteration(agent, family.sample_tasks(agent.config.num_tasks), sampler)
     assert step.rejected_reason == "cg_direction" and not step.accepted
     assert metrics["step_accepted"] == 0.0 and metrics["kl"] == 0.0
     assert math.isfinite(metrics["return_post"])

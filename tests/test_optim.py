@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metarl.optim import (
+from metarl.agents.common.optim import (
     backtracking_line_search,
     conjugate_gradient,
     flatten,

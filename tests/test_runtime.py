@@ -7,7 +7,7 @@ import resource
 import pytest
 import torch
 
-from metarl.runtime import keep_freed_memory
+from metarl.agents.common.runtime import keep_freed_memory
 
 
 def _minor_faults() -> int:

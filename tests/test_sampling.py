@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import envs
-from metarl.episodes import Episodes
-from metarl.policies import GaussianMLPPolicy
-from metarl.sampling import BatchSampler
+from metarl import envs
+from metarl.agents.common.episodes import Episodes
+from metarl.agents.common.policies import GaussianMLPPolicy
+from metarl.agents.common.sampling import BatchSampler
 
 
 class CountingPolicy(GaussianMLPPolicy):
@@ -89,7 +89,7 @@ def _batches_by_lanes(family: envs.TaskFamily, lanes: tuple[int, ...]) -> dict[i
     for count in lanes:
         sampler = BatchSampler(family, 2, seed=3, num_lanes=count)
         batches[count] = sampler.sample(tasks, policy, per_task)
-        assert len(sampler.last_envs) == count
+        assert len(sampler.lanes_for(5)) == count
     return batches
 
 
@@ -125,21 +125,3 @@ def test_lanes_are_reproducible() -> None:
     first, second = sample(), sample()
     for field in ("observations", "actions", "rewards", "mask"):
         assert torch.equal(getattr(first, field), getattr(second, field)), field
-
-
-def test_sharing_idle_cores_changes_nothing() -> None:
-    """Lanes that take over the cores of ended lanes sample the very same batch (the lane of one
-    task usually ends before the lane of two, whose simulator then steps on every core; that
-    stepping on more threads changes nothing is tested in test_envs_locomotion)."""
-    family = envs.make_family("AntVel", seed=0, physics="gymnasium", horizon=20)
-    tasks = family.sample_tasks(3)
-    probe = family.make_batched_env(1)
-    torch.manual_seed(0)
-    policy = GaussianMLPPolicy(probe.observation_dim, probe.action_dim, (16,))
-    batches = []
-    for share in (True, False):
-        sampler = BatchSampler(family, 10, seed=5, num_lanes=2)
-        sampler.share_idle_cores = share
-        batches.append(sampler.sample(tasks, policy, policy.meta_parameters()))
-    for field in ("observations", "actions", "rewards", "mask"):
-        assert torch.equal(getattr(batches[0], field), getattr(batches[1], field)), field

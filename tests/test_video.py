@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from metarl.agents.common.policies import GaussianMLPPolicy
 from metarl.cli import main
-from metarl.policies import GaussianMLPPolicy
 from metarl.video import LABEL_HEIGHT, slot_parameters
 from tests.tiny_runs import train_tiny_run
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from metarl.episodes import Episodes
+from metarl.agents.common.episodes import Episodes
 
 
 def baseline_features(observations: Tensor, mask: Tensor) -> Tensor:

@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from envs import BatchedEnv, Task, TaskFamily, default_num_threads
-from metarl.episodes import Episodes
-from metarl.policies import GaussianMLPPolicy, Params
-from metarl.runtime import keep_freed_memory
+from metarl.agents.common.episodes import Episodes
+from metarl.agents.common.policies import GaussianMLPPolicy, Params
+from metarl.agents.common.runtime import keep_freed_memory
+from metarl.envs import BatchedEnv, Task, TaskFamily, default_num_threads
 
 
 @dataclass
@@ -61,8 +61,6 @@ class BatchSampler:
     """
 
     policy_threads: int | None = 1
-    share_idle_cores = True
-    """Whether lanes still stepping use the cores of lanes that have ended."""
 
     def __init__(
         self, family: TaskFamily, num_trajectories: int, seed: int, num_lanes: int | None = None
@@ -80,11 +78,10 @@ class BatchSampler:
         self._lanes: dict[int, list[_Lane]] = {}
         self._executor: ThreadPoolExecutor | None = None  # runs all lanes but the first
         self._executor_size = 0
-        self.last_envs: list[BatchedEnv] = []
-        """The environments of the last :meth:`sample`, in task order (lane by lane)."""
         keep_freed_memory()  # the per-step policy buffers are reused, not page-faulted anew
 
-    def _lanes_for(self, num_tasks: int) -> list[_Lane]:
+    def lanes_for(self, num_tasks: int) -> list[_Lane]:
+        """The lanes a batch of ``num_tasks`` tasks is split into (made on first use)."""
         if num_tasks not in self._lanes:
             cores = default_num_threads()
             wanted = self.num_lanes or (cores if self.family.steps_without_gil else 1)
@@ -102,8 +99,7 @@ class BatchSampler:
 
     def sample(self, tasks: Sequence[Task], policy: GaussianMLPPolicy, params: Params) -> Episodes:
         """Roll out ``policy`` under ``params`` (shared, or one set per task) on every task."""
-        lanes = self._lanes_for(len(tasks))
-        self.last_envs = [lane.env for lane in lanes]
+        lanes = self.lanes_for(len(tasks))
         params = {name: p.detach().cpu().float() for name, p in params.items()}
         per_task, starts = self.num_trajectories, []
         for lane in lanes:  # in task order: the reset stream is drawn slot by slot
@@ -124,7 +120,7 @@ class BatchSampler:
 
     def _run_lanes(self, policy: GaussianMLPPolicy, jobs: list[_LaneJob]) -> list[Episodes]:
         """Every lane's episodes: the first lane on this thread, the others on the executor's."""
-        running = _RunningLanes(len(jobs), self.share_idle_cores)
+        running = _RunningLanes(len(jobs))
         if len(jobs) == 1:
             return [_run_lane(policy, *jobs[0], self.policy_threads, running)]
         if self._executor is None or self._executor_size < len(jobs) - 1:
@@ -164,13 +160,12 @@ def _lane_params(params: Params, lane: _Lane) -> Params:
 class _RunningLanes:
     """How many lanes of a batch are still stepping, and so how many cores each may use."""
 
-    def __init__(self, count: int, share_idle_cores: bool) -> None:
-        self.count = self._initial = count
-        self._share = share_idle_cores
+    def __init__(self, count: int) -> None:
+        self.count = count
         self._lock = threading.Lock()
 
     def cores_each(self) -> int:
-        return max(1, default_num_threads() // (self.count if self._share else self._initial))
+        return max(1, default_num_threads() // self.count)
 
     def finished(self) -> None:
         with self._lock:

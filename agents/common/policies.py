@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from metarl.episodes import samples_by_task
+from metarl.agents.common.episodes import samples_by_task
 
 Params = dict[str, Tensor]
 
