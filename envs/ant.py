@@ -121,7 +121,6 @@ class Ant(LocomotionFamily):
     contact_sensors = True
     timestep = {"original": 0.02}
     default_task_reward_offset = 0.0
-    default_velocity_range: tuple[float, float] | None = None  # the families that use one
     default_goal_range: float | None = None
     goal_range: float  # AntGoal's
 
@@ -140,11 +139,7 @@ class Ant(LocomotionFamily):
         horizon: int | None = None,
     ) -> None:
         super().__init__(seed, physics, horizon)
-        velocity_range = self.family_argument(
-            "velocity_range", velocity_range, self.default_velocity_range
-        )
-        if velocity_range is not None:
-            self.velocity_range = check_range("velocity_range", velocity_range)
+        self.set_velocity_range(velocity_range)
         goal_range = self.family_argument("goal_range", goal_range, self.default_goal_range)
         if goal_range is not None:
             if not goal_range > 0:

@@ -10,7 +10,6 @@ from metarl.envs.mujoco_core import (
     LocomotionFamily,
     Measurements,
     VelocityTask,
-    check_range,
 )
 
 
@@ -89,7 +88,6 @@ class HalfCheetah(LocomotionFamily):
 
     xml_file = "half_cheetah.xml"
     planar = True
-    default_velocity_range: tuple[float, float] | None = None  # the family that uses one
 
     def __init__(
         self,
@@ -100,11 +98,7 @@ class HalfCheetah(LocomotionFamily):
         horizon: int | None = None,
     ) -> None:
         super().__init__(seed, physics, horizon)
-        velocity_range = self.family_argument(
-            "velocity_range", velocity_range, self.default_velocity_range
-        )
-        if velocity_range is not None:
-            self.velocity_range = check_range("velocity_range", velocity_range)
+        self.set_velocity_range(velocity_range)
         self.ctrl_cost_weight = ctrl_cost_weight
 
     def reward_ctrl(self, action: np.ndarray) -> np.ndarray:

@@ -396,6 +396,8 @@ class LocomotionFamily(TaskFamily):
     planar: bool = False  # robot in the x-z plane: centre of mass by PlanarKinematics
     timestep: dict[str, float] = {}  # model timestep per preset, when it differs from the XML
     reward_task_key = "reward_forward"
+    default_velocity_range: tuple[float, float] | None = None  # families with a velocity task
+    velocity_range: tuple[float, float]
 
     def __init__(self, seed: int | None, physics: str, horizon: int | None) -> None:
         super().__init__(seed)
@@ -408,6 +410,13 @@ class LocomotionFamily(TaskFamily):
     @property
     def preset(self) -> str:
         return self.physics.name
+
+    def set_velocity_range(self, velocity_range: tuple[float, float] | None) -> None:
+        """``velocity_range`` of the families with a velocity task (``default_velocity_range``
+        when None); an error for the others."""
+        value = self.family_argument("velocity_range", velocity_range, self.default_velocity_range)
+        if value is not None:
+            self.velocity_range = check_range("velocity_range", value)
 
     def family_argument(self, name: str, value: _T | None, default: _T | None) -> _T | None:
         """``value`` (``default`` when None) of an argument that only some families of a
