@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Sets up with the test tools (scripts/setup.sh test), then lints, type-checks and runs the
+# test suite (extra flags go to pytest).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh" test
+cd "$ROOT"
+"$METARL_PYTHON" -m ruff check .
+"$METARL_PYTHON" scripts/typecheck.py
+"$METARL_PYTHON" -m pytest -q "$@"
