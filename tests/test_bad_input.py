@@ -149,6 +149,7 @@ CASES = {
     "unknown-flag": Case([*NEW, "--bogus"], "unrecognized arguments: --bogus"),
     "zero-iterations": Case([*NEW, "--iterations", "0"], "--iterations: expected an integer >= 1"),
     "negative-seed": Case([*NEW, "--seed", "-1"], "--seed: expected an integer >= 0"),
+    "negative-iterations": Case([*NEW, "--iterations", "-3"], "--iterations"),
     # run directories
     "existing-run-dir": Case(NEW, "pass --overwrite to replace it", write("new/metrics.jsonl", "")),
     "run-dir-is-a-file": Case(NEW, "exists and is not a directory", write("new", "")),
@@ -206,6 +207,15 @@ CASES = {
         ["evaluate", "{tmp}/run", "--checkpoint", "last"],
         "unreadable or truncated",
         copy_run(truncate_checkpoint),
+    ),
+    "evaluate-missing-compare-file": Case(
+        ["evaluate", "{tmp}/run", "--compare", "{tmp}/missing.json"], "--compare", copy_run()
+    ),
+    "evaluate-unknown-checkpoint": Case(
+        ["evaluate", "{tmp}/run", "--checkpoint", "worst"], "invalid choice", copy_run()
+    ),
+    "evaluate-zero-tasks": Case(
+        ["evaluate", "{tmp}/run", "--tasks", "0"], "expected an integer >= 1", copy_run()
     ),
 }
 

@@ -105,26 +105,3 @@ def test_compare_overlays_other_runs(run_dir: Path, tmp_path: Path) -> None:
     ]
     assert rows[1].endswith(f"{data['mean'][2]:.2f} ± {data['stderr'][2]:.2f} |")
     assert read_json(out / "evaluation.json")["label"] == "run/last"
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["{empty}"], "no checkpoint found"),
-        (["{run}", "--compare", "{empty}/missing.json"], "--compare"),
-        (["{run}", "--checkpoint", "worst"], "invalid choice"),
-        (["{run}", "--tasks", "0"], "expected an integer >= 1"),
-    ],
-    ids=["run-without-checkpoints", "missing-compare-file", "bad-checkpoint", "zero-tasks"],
-)
-def test_bad_input_is_one_line_and_exit_2(
-    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
-) -> None:
-    filled = [a.format(run=run_dir, empty=tmp_path) for a in args]
-    try:
-        code = main(["evaluate", *filled])
-    except SystemExit as exit_:  # argparse errors
-        code = exit_.code
-    assert code == 2
-    error = capsys.readouterr().err
-    assert message in error and error.count("\n") == 1, error
