@@ -1,4 +1,4 @@
-"""The ``metarl`` command line: ``metarl train`` (and more subcommands as they land).
+"""The ``metarl`` command line: ``train``, ``evaluate``, ``video`` and ``plot``.
 
 Every user error ends as one line on stderr and exit status 2, before any work starts; a run
 stopped by too many meta-steps rejected for NaN or Inf ends with one line and exit status 1.
@@ -116,6 +116,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     video.add_argument(
         "--size", type=_positive_int, default=240, help="side of each cell in pixels (default 240)"
+    )
+    plot = commands.add_parser(
+        "plot", help="learning curves (return before and after adaptation) of one or more runs"
+    )
+    plot.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="run directories")
+    plot.add_argument(
+        "--out",
+        type=Path,
+        help="output .png (default: RUN_DIR/learning_curve.png for one run, "
+        "learning_curves.png for several)",
+    )
+    plot.add_argument(
+        "--smooth",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="mean of the last N iterations at each point (default 1: none)",
     )
     return parser
 
@@ -248,6 +265,7 @@ def check_device(config: Config) -> None:
 
 
 def command_train(args: argparse.Namespace) -> None:
+    from metarl.plotting import LEARNING_CURVE_FILE, plot_learning_curves, read_run
     from metarl.tracking import TrackingOptions, tracking
     from metarl.training import Trainer
 
@@ -268,6 +286,7 @@ def command_train(args: argparse.Namespace) -> None:
             progress=not args.no_progress,
             on_iteration=on_iteration,
         )
+    plot_learning_curves([read_run(trainer.run_dir)], trainer.run_dir / LEARNING_CURVE_FILE)
 
 
 def resume_trainer(args: argparse.Namespace):  # noqa: ANN201 - Trainer imported lazily
@@ -400,7 +419,30 @@ def command_video(args: argparse.Namespace) -> None:
     )
 
 
-COMMANDS = {"train": command_train, "evaluate": command_evaluate, "video": command_video}
+def command_plot(args: argparse.Namespace) -> None:
+    from metarl.plotting import LEARNING_CURVE_FILE, plot_learning_curves, read_run
+
+    out = args.out or (
+        args.runs[0] / LEARNING_CURVE_FILE if len(args.runs) == 1 else Path("learning_curves.png")
+    )
+    if out.suffix != ".png":
+        raise UsageError(f"--out {out}: expected a .png file")
+    runs = []
+    for run_dir in args.runs:
+        try:
+            runs.append(read_run(run_dir))
+        except (ValueError, KeyError, TypeError) as error:
+            raise UsageError(f"{run_dir}: not a readable run ({error})") from None
+    plot_learning_curves(runs, out, args.smooth)
+    print(f"wrote {out}", file=sys.stderr)
+
+
+COMMANDS = {
+    "train": command_train,
+    "evaluate": command_evaluate,
+    "video": command_video,
+    "plot": command_plot,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,139 @@
+"""Learning curves: the return before and after adaptation against meta-iterations and
+environment steps, for one run or several (runs with the same config but for the seed are drawn
+as their mean, shaded from the lowest to the highest run)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from metarl.logging import METRICS_FILE, read_metrics
+from metarl.training import CONFIG_FILE
+
+LEARNING_CURVE_FILE = "learning_curve.png"
+# Keys that may differ between runs drawn as one curve (their spread is the seeds' spread).
+PER_RUN_KEYS = {"seed", "num_iterations", "device", "checkpoint_every"}
+
+
+@dataclass
+class RunCurve:
+    """One run's training returns per meta-iteration."""
+
+    name: str
+    config_key: str  # the resolved config less PER_RUN_KEYS: equal for runs of one curve
+    family: str
+    env_steps: np.ndarray
+    return_pre: np.ndarray
+    return_post: np.ndarray
+
+
+def read_run(run_dir: Path) -> RunCurve:
+    """The curve of ``run_dir`` (its ``metrics.jsonl`` and ``config.yaml``); raises ``OSError``
+    or ``ValueError`` for a folder that is not a run with at least one iteration."""
+    if not (run_dir / METRICS_FILE).is_file():
+        raise ValueError(f"{run_dir}: no {METRICS_FILE} (not a run directory)")
+    records = read_metrics(run_dir)
+    if not records:
+        raise ValueError(f"{run_dir}: {METRICS_FILE} holds no iteration yet")
+    config = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
+    train = {k: v for k, v in config["train"].items() if k not in PER_RUN_KEYS}
+
+    def column(key: str) -> np.ndarray:
+        return np.array([np.nan if r[key] is None else r[key] for r in records], dtype=float)
+
+    return RunCurve(
+        name=run_dir.resolve().name,
+        config_key=json.dumps({**config, "train": train}, sort_keys=True),
+        family=config["env"]["family"],
+        env_steps=column("env_steps"),
+        return_pre=column("return_pre"),
+        return_post=column("return_post"),
+    )
+
+
+def group_runs(runs: Sequence[RunCurve]) -> list[list[RunCurve]]:
+    """Runs grouped by config (seed and length aside), in the order first met."""
+    groups: dict[str, list[RunCurve]] = {}
+    for run in runs:
+        groups.setdefault(run.config_key, []).append(run)
+    return list(groups.values())
+
+
+def group_label(group: Sequence[RunCurve]) -> str:
+    if len(group) == 1:
+        return group[0].name
+    prefix = _common_prefix([run.name for run in group]).rstrip("-_ ")
+    return f"{prefix or group[0].family} ({len(group)} runs)"
+
+
+def _common_prefix(names: list[str]) -> str:
+    first, last = min(names), max(names)
+    size = next((i for i, (a, b) in enumerate(zip(first, last)) if a != b), len(first))
+    return first[:size]
+
+
+def moving_average(values: np.ndarray, window: int) -> np.ndarray:
+    """Mean of the last ``window`` values at each point (fewer at the start)."""
+    if window <= 1:
+        return values
+    sums = np.cumsum(np.insert(values, 0, 0.0))
+    counts = np.minimum(np.arange(1, len(values) + 1), window)
+    return (sums[1:] - sums[np.maximum(np.arange(1, len(values) + 1) - window, 0)]) / counts
+
+
+@dataclass
+class GroupCurve:
+    """One quantity of a group of runs over the iterations all of them reached."""
+
+    iterations: np.ndarray
+    env_steps: np.ndarray  # mean over the runs
+    mean: np.ndarray
+    low: np.ndarray  # lowest run at each iteration
+    high: np.ndarray  # highest run
+
+
+def group_curve(group: Sequence[RunCurve], key: str, smooth: int = 1) -> GroupCurve:
+    """``key`` (``return_pre`` or ``return_post``) of ``group``, each run smoothed first."""
+    length = min(len(run.return_post) for run in group)
+    values = np.array([moving_average(getattr(run, key)[:length], smooth) for run in group])
+    return GroupCurve(
+        iterations=np.arange(1, length + 1),
+        env_steps=np.mean([run.env_steps[:length] for run in group], axis=0),
+        mean=values.mean(axis=0),
+        low=values.min(axis=0),
+        high=values.max(axis=0),
+    )
+
+
+def plot_learning_curves(runs: Sequence[RunCurve], path: Path, smooth: int = 1) -> None:
+    """Return before (dashed) and after (solid) adaptation against meta-iterations (left) and
+    environment steps (right); a group of runs is drawn as its mean, shaded between its lowest
+    and highest run (PNG, Agg backend)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, 3.8), dpi=110)
+    FigureCanvasAgg(figure)
+    by_iteration, by_steps = figure.subplots(1, 2, sharey=True)
+    for index, group in enumerate(group_runs(runs)):
+        for key, style in (("return_pre", "--"), ("return_post", "-")):
+            curve = group_curve(group, key, smooth)
+            label = f"{group_label(group)}: {key.removeprefix('return_')}-update"
+            for axes, x in ((by_iteration, curve.iterations), (by_steps, curve.env_steps)):
+                axes.plot(x, curve.mean, style, color=f"C{index}", label=label, linewidth=1.2)
+                if len(group) > 1:
+                    axes.fill_between(x, curve.low, curve.high, color=f"C{index}", alpha=0.15)
+    by_iteration.set_xlabel("meta-iteration")
+    by_steps.set_xlabel("environment steps")
+    by_iteration.set_ylabel("average return" + (f" (mean of last {smooth})" if smooth > 1 else ""))
+    for axes in (by_iteration, by_steps):
+        axes.grid(alpha=0.3)
+    by_iteration.legend(fontsize=7)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
