@@ -16,9 +16,8 @@ from metarl.agents.common.episodes import Episodes
 from metarl.agents.common.policies import GaussianMLPPolicy, Params
 from metarl.agents.common.sampling import BatchSampler
 from metarl.agents.maml_trpo import MAMLTRPO
-from metarl.cli import resolve_config_path
 from metarl.components import build_policy, derived_seeds, make_family
-from metarl.config import Config, load_config
+from metarl.config import Config, load_config, resolve_config_path
 from metarl.envs import Task, TaskFamily
 from metarl.envs.mujoco_core import (
     BatchedLocomotionEnv,

@@ -9,47 +9,25 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-from importlib import resources
 from pathlib import Path
 
 from metarl.checkpoint import CheckpointError, load_checkpoint
 from metarl.config import (
+    DEFAULT_CONFIG,
     Config,
     ConfigError,
     apply_overrides,
+    config_differences,
     load_config,
+    resolve_config_path,
     run_name,
     validate_config,
 )
 from metarl.training import RejectionLimitError
 
-DEFAULT_CONFIG = "navigation"
-
 
 class UsageError(ValueError):
     """A bad command-line flag or run directory (one-line message)."""
-
-
-def bundled_configs() -> list[str]:
-    """Names of the configs shipped in ``configs/`` (usable as ``--config NAME``)."""
-    return sorted(
-        p.name.removesuffix(".yaml")
-        for p in resources.files("metarl.configs").iterdir()
-        if p.name.endswith(".yaml")
-    )
-
-
-def resolve_config_path(value: str | None) -> Path:
-    """A path to a YAML file, or the name of a bundled config (``navigation``)."""
-    name = value or DEFAULT_CONFIG
-    path = Path(name)
-    if path.exists() or path.suffix in (".yaml", ".yml") or "/" in name:
-        return path
-    if name in bundled_configs():
-        return Path(str(resources.files("metarl.configs") / f"{name}.yaml"))
-    raise ConfigError(
-        f"--config {name}: no such file or bundled config; bundled: {bundled_configs()}"
-    )
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -331,24 +309,6 @@ def _last_checkpoint(run_dir: Path) -> Path:
     if not last.is_file():
         raise UsageError(f"--resume {run_dir}: no checkpoint to resume from (expected {last})")
     return last
-
-
-def config_differences(a: Config, b: Config) -> list[str]:
-    """Dotted keys whose values differ (``train.num_iterations`` may change freely)."""
-    flat_a, flat_b = _flatten(a.to_dict()), _flatten(b.to_dict())
-    keys = sorted(set(flat_a) | set(flat_b))
-    return [k for k in keys if flat_a.get(k) != flat_b.get(k) and k != "train.num_iterations"]
-
-
-def _flatten(data: dict, prefix: str = "") -> dict[str, object]:
-    out: dict[str, object] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
 
 
 def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:

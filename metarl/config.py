@@ -7,6 +7,7 @@ import copy
 import difflib
 import inspect
 from datetime import datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 
 from metarl import envs
 from metarl.agents.maml_trpo import MAMLTRPOConfig
+
+DEFAULT_CONFIG = "navigation"
 
 
 class ConfigError(ValueError):
@@ -195,3 +198,43 @@ def _section_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
 def _suggest(name: str, candidates: list[str]) -> str:
     close = difflib.get_close_matches(name, candidates, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def bundled_configs() -> list[str]:
+    """Names of the configs shipped in ``configs/`` (usable as ``--config NAME``)."""
+    return sorted(
+        p.name.removesuffix(".yaml")
+        for p in resources.files("metarl.configs").iterdir()
+        if p.name.endswith(".yaml")
+    )
+
+
+def resolve_config_path(value: str | None) -> Path:
+    """A path to a YAML file, or the name of a bundled config (``navigation``)."""
+    name = value or DEFAULT_CONFIG
+    path = Path(name)
+    if path.exists() or path.suffix in (".yaml", ".yml") or "/" in name:
+        return path
+    if name in bundled_configs():
+        return Path(str(resources.files("metarl.configs") / f"{name}.yaml"))
+    raise ConfigError(
+        f"--config {name}: no such file or bundled config; bundled: {bundled_configs()}"
+    )
+
+
+def config_differences(a: Config, b: Config) -> list[str]:
+    """Dotted keys whose values differ (``train.num_iterations`` may change freely)."""
+    flat_a, flat_b = _flatten(a.to_dict()), _flatten(b.to_dict())
+    keys = sorted(set(flat_a) | set(flat_b))
+    return [k for k in keys if flat_a.get(k) != flat_b.get(k) and k != "train.num_iterations"]
+
+
+def _flatten(data: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from metarl.cli import bundled_configs, resolve_config_path
-from metarl.config import Config, ConfigError, load_config
+from metarl.config import Config, ConfigError, bundled_configs, load_config, resolve_config_path
 
 BAD_OVERRIDES = {
     "unknown-key": (

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from metarl.cli import resolve_config_path
-from metarl.config import load_config
+from metarl.config import load_config, resolve_config_path
 from metarl.training import Trainer
 
 
