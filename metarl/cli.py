@@ -1,4 +1,4 @@
-"""The ``metarl`` command line: ``train``, ``evaluate``, ``video`` and ``plot``.
+"""The ``metarl`` command line: ``train``, ``evaluate``, ``video``, ``plot`` and ``reproduce``.
 
 Every user error ends as one line on stderr and exit status 2, before any work starts; a run
 stopped by too many meta-steps rejected for NaN or Inf ends with one line and exit status 1.
@@ -24,6 +24,16 @@ from metarl.config import (
     validate_config,
 )
 from metarl.training import RejectionLimitError
+
+# The rows of the paper's table (metarl.reproduce.TASKS), known without importing it.
+REPRODUCIBLE_TASKS = (
+    "navigation",
+    "halfcheetah_vel",
+    "halfcheetah_dir",
+    "ant_vel",
+    "ant_dir",
+    "ant_goal",
+)
 
 
 class UsageError(ValueError):
@@ -112,6 +122,32 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="mean of the last N iterations at each point (default 1: none)",
     )
+    reproduce = commands.add_parser(
+        "reproduce",
+        help="one row of the paper's table: train (or resume), evaluate, rewrite docs/results.md",
+    )
+    reproduce.add_argument("task", choices=list(REPRODUCIBLE_TASKS), help="the table's row")
+    reproduce.add_argument(
+        "--seeds", type=_non_negative_int, nargs="+", help="training seeds (default: the task's)"
+    )
+    reproduce.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key of the bundled config (repeatable)",
+    )
+    reproduce.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=Path("runs/reproduce"),
+        help="where the runs live: RUNS_DIR/TASK/maml-seedN (default: runs/reproduce)",
+    )
+    reproduce.add_argument(
+        "--docs", type=Path, default=Path("docs"), help="folder of results.md (default: docs)"
+    )
+    reproduce.add_argument("--progress", action="store_true", help="show a progress bar")
     return parser
 
 
@@ -397,11 +433,21 @@ def command_plot(args: argparse.Namespace) -> None:
     print(f"wrote {out}", file=sys.stderr)
 
 
+def command_reproduce(args: argparse.Namespace) -> None:
+    from metarl.reproduce import reproduce
+
+    results = reproduce(
+        args.task, args.runs_dir, args.docs, args.seeds, args.overrides, args.progress
+    )
+    print(f"wrote {results} and {args.docs / 'results'}/{args.task}*", file=sys.stderr)
+
+
 COMMANDS = {
     "train": command_train,
     "evaluate": command_evaluate,
     "video": command_video,
     "plot": command_plot,
+    "reproduce": command_reproduce,
 }
 
 

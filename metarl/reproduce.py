@@ -1,0 +1,366 @@
+"""``metarl reproduce TASK``: one row of the MAML paper's table, end to end.
+
+Trains the bundled config of the task for each seed (resuming a run that was interrupted, keeping
+one that is finished), evaluates each run's last checkpoint with the paper's protocol, and
+rewrites the task's section of ``results.md`` with its table, figures and provenance (command,
+seeds, commit, wall time, machine).  The figures and ``results/TASK.json`` sit beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metarl.checkpoint import load_checkpoint
+from metarl.config import (
+    Config,
+    ConfigError,
+    config_differences,
+    load_config,
+    resolve_config_path,
+    validate_config,
+)
+from metarl.evaluation import (
+    AdaptationSettings,
+    Curve,
+    Evaluation,
+    evaluate,
+    load_run,
+    plot_curves,
+    write_evaluation,
+)
+from metarl.logging import read_metrics
+from metarl.plotting import plot_learning_curves, read_run
+from metarl.training import Trainer
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    """The paper's published returns after 0..3 steps (oracle: one number, no adaptation)."""
+
+    maml: tuple[float, ...]
+    pretrained: tuple[float, ...]
+    random: tuple[float, ...]
+    oracle: float
+
+    @property
+    def one_step_criterion(self) -> float:
+        """MAML's return after one step less 10% of the range from random to oracle."""
+        return self.maml[1] - 0.1 * (self.oracle - self.random[1])
+
+
+@dataclass(frozen=True)
+class Task:
+    """A row of the table: its title, bundled config, evaluation sampling and seeds."""
+
+    title: str
+    config: str
+    num_trajectories: int  # per task and step at evaluation
+    seeds: tuple[int, ...] = (1,)
+    paper: PaperRow | None = None
+
+
+TASKS = {
+    "navigation": Task(
+        "2D navigation",
+        "navigation",
+        40,
+        (1, 2, 3),
+        PaperRow(
+            (-40.4, -11.7, -3.3, -3.2),
+            (-40.8, -19.7, -11.7, -8.5),
+            (-82.7, -58.0, -53.8, -46.8),
+            -2.3,
+        ),
+    ),
+    "halfcheetah_vel": Task(
+        "HalfCheetah velocity",
+        "halfcheetah_vel",
+        20,
+        paper=PaperRow(
+            (-129.5, -78.6, -66.6, -60.8),
+            (-158.0, -135.4, -128.5, -133.6),
+            (-255.0, -254.0, -247.0, -231.0),
+            -54.5,
+        ),
+    ),
+    "halfcheetah_dir": Task(
+        "HalfCheetah direction",
+        "halfcheetah_dir",
+        20,
+        paper=PaperRow(
+            (-50.7, 293.2, 313.5, 315.7),
+            (-43.0, -24.8, -12.9, 19.6),
+            (-35.7, 21.8, 62.3, 86.2),
+            442.7,
+        ),
+    ),
+    "ant_vel": Task(
+        "Ant velocity",
+        "ant_vel",
+        20,
+        paper=PaperRow(
+            (30.6, 96.7, 100.1, 101.4), (-1.8, 6.1, 8.5, 9.5), (-79.0, -63.0, -49.0, -36.0), 107.9
+        ),
+    ),
+    "ant_dir": Task(
+        "Ant direction",
+        "ant_dir",
+        40,
+        paper=PaperRow(
+            (8.7, 499.2, 500.7, 499.1), (3.2, 1.3, 6.5, 6.9), (3.1, 9.3, 16.0, 26.1), 524.8
+        ),
+    ),
+    "ant_goal": Task("Ant goal position", "ant_goal", 20),
+}
+NUM_EVAL_TASKS = 40
+NUM_EVAL_STEPS = 3
+EVAL_SEED = 0
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    run_dir: Path
+    evaluation: Evaluation
+    wall_seconds: float  # sum of the run's time_iteration: its compute time, resumes included
+
+
+def run_config(task: Task, seed: int, overrides: Sequence[str]) -> Config:
+    return load_config(resolve_config_path(task.config), [*overrides, f"train.seed={seed}"])
+
+
+def train_or_resume(config: Config, run_dir: Path, progress: bool) -> None:
+    """Train ``config`` in ``run_dir``: from scratch if it holds no checkpoint, else resumed
+    (a run already at ``train.num_iterations`` is left as it is).  A run of another config is
+    an error, not overwritten."""
+    last = run_dir / "checkpoints" / "last.pt"
+    if last.is_file():
+        state = load_checkpoint(last)
+        saved = validate_config(state["config"])
+        differing = config_differences(saved, config)
+        if differing:
+            raise ConfigError(
+                f"{run_dir} holds a run of another config (differs in {', '.join(differing)}); "
+                "move it away or pass the same --set flags"
+            )
+        if state["iteration"] >= config.train.num_iterations:
+            return
+        trainer = Trainer.resume(run_dir, config, state)
+    else:
+        if run_dir.is_dir() and any(run_dir.iterdir()):
+            raise ConfigError(f"{run_dir}: not empty but holds no checkpoint; move it away")
+        trainer = Trainer(config, run_dir)
+        trainer.write_config()
+    trainer.train(config.train.num_iterations, progress=progress)
+    plot_learning_curves([read_run(run_dir)], run_dir / "learning_curve.png")
+
+
+def evaluate_run(task: Task, run_dir: Path) -> Evaluation:
+    """The paper's protocol on the run's last checkpoint: 40 held-out tasks, 3 steps."""
+    settings = AdaptationSettings(
+        num_tasks=NUM_EVAL_TASKS,
+        num_trajectories=task.num_trajectories,
+        num_steps=NUM_EVAL_STEPS,
+        seed=EVAL_SEED,
+    )
+    evaluation = evaluate(load_run(run_dir, "last"), settings)
+    write_evaluation(evaluation, run_dir / "evaluation")
+    return evaluation
+
+
+def reproduce(
+    name: str,
+    runs_dir: Path,
+    docs_dir: Path,
+    seeds: Sequence[int] | None = None,
+    overrides: Sequence[str] = (),
+    progress: bool = False,
+) -> Path:
+    """Train, evaluate and document one task (``TASKS[name]``); returns ``results.md``."""
+    task = TASKS[name]
+    seeds = tuple(seeds or task.seeds)
+    configs = {seed: run_config(task, seed, overrides) for seed in seeds}  # all checked first
+    results = []
+    for seed, config in configs.items():
+        run_dir = runs_dir / name / f"maml-seed{seed}"
+        train_or_resume(config, run_dir, progress)
+        wall = sum(r.get("time_iteration") or 0.0 for r in read_metrics(run_dir))
+        results.append(SeedResult(seed, run_dir, evaluate_run(task, run_dir), wall))
+    command = " ".join(["metarl reproduce", name, *_flags(seeds, task, overrides)])
+    return write_section(name, task, configs[seeds[0]], results, docs_dir, command)
+
+
+def _flags(seeds: Sequence[int], task: Task, overrides: Sequence[str]) -> list[str]:
+    flags = [] if tuple(seeds) == task.seeds else ["--seeds", *map(str, seeds)]
+    return flags + [part for o in overrides for part in ("--set", shlex.quote(o))]
+
+
+# ---------------------------------------------------------------------- results.md
+def summary(results: Sequence[SeedResult]) -> tuple[list[float], list[float], str]:
+    """Mean return after each step and its spread: the standard error over tasks for one
+    seed, the standard deviation across seeds for several."""
+    means = np.array([r.evaluation.mean for r in results])
+    if len(results) == 1:
+        return list(means[0]), results[0].evaluation.stderr, "± standard error over 40 tasks"
+    spread = means.std(axis=0, ddof=1)
+    return list(means.mean(0)), list(spread), f"± standard deviation over {len(results)} seeds"
+
+
+def write_section(
+    name: str,
+    task: Task,
+    config: Config,
+    results: Sequence[SeedResult],
+    docs_dir: Path,
+    command: str,
+) -> Path:
+    """``results/NAME.json``, ``results/NAME_adaptation.png``,
+    ``results/NAME_learning_curve.png`` and the task's section of ``results.md``."""
+    figures = docs_dir / "results"
+    figures.mkdir(parents=True, exist_ok=True)
+    mean, spread, spread_kind = summary(results)
+    curves = [Curve(f"MAML, metarl ({len(results)} seed(s))", "original", mean, spread)]
+    if task.paper is not None:
+        curves.append(Curve("MAML, paper", "original", list(task.paper.maml), [0.0] * 4))
+    sizes = results[0].evaluation.step_sizes
+    title = (
+        f"{task.title}: {NUM_EVAL_TASKS} held-out tasks, {task.num_trajectories} trajectories, "
+        f"α = {', '.join(f'{s:g}' for s in sizes)}"
+    )
+    plot_curves(curves, figures / f"{name}_adaptation.png", title)
+    plot_learning_curves(
+        [read_run(r.run_dir) for r in results], figures / f"{name}_learning_curve.png"
+    )
+    record = {
+        "task": name,
+        "command": command,
+        "date": date.today().isoformat(),
+        "commit": _commit(),
+        "machine": _machine(),
+        "config": config.to_dict(),
+        "checkpoint": "last.pt",
+        "mean": mean,
+        "spread": spread,
+        "spread_kind": spread_kind,
+        "criterion_one_step": task.paper.one_step_criterion if task.paper else None,
+        "seeds": [
+            {
+                "seed": r.seed,
+                "iterations": len(read_metrics(r.run_dir)),
+                "wall_seconds": r.wall_seconds,
+                "mean": r.evaluation.mean,
+                "stderr": r.evaluation.stderr,
+            }
+            for r in results
+        ],
+    }
+    (figures / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+    results_md = docs_dir / "results.md"
+    text = results_md.read_text() if results_md.exists() else "# Results\n"
+    results_md.write_text(replace_section(text, name, section_text(name, task, record)))
+    return results_md
+
+
+def section_text(name: str, task: Task, record: dict[str, Any]) -> str:
+    """The Markdown of a task's section from its ``results/NAME.json`` record."""
+    seeds = record["seeds"]
+    minutes = ", ".join(f"{seed['wall_seconds'] / 60:.0f} min" for seed in seeds)
+    lines = [
+        f"Command: `{record['command']}` ({record['date']}, commit `{record['commit']}`, "
+        f"{record['machine']}). Bundled config `{task.config}`, seeds "
+        f"{', '.join(str(seed['seed']) for seed in seeds)}; each run's `last.pt` (iteration "
+        f"{', '.join(str(seed['iterations']) for seed in seeds)}) evaluated on "
+        f"{NUM_EVAL_TASKS} held-out tasks (seed {EVAL_SEED}), {task.num_trajectories} "
+        f"trajectories per task and step. Training wall time per run: {minutes}.",
+        "",
+        "| method | 0 steps | 1 step | 2 steps | 3 steps |",
+        "|---|---|---|---|---|",
+        _row(f"MAML, metarl ({record['spread_kind']})", record["mean"], record["spread"]),
+    ]
+    if len(seeds) > 1:
+        lines += [_row(f"seed {seed['seed']}", seed["mean"], seed["stderr"]) for seed in seeds]
+    lines += [f"| {m}, metarl | not yet run | | | |" for m in ("pretrained", "random", "oracle")]
+    if task.paper is not None:
+        paper = task.paper
+        lines += [
+            _row("MAML, paper", paper.maml),
+            _row("pretrained, paper", paper.pretrained),
+            _row("random, paper", paper.random),
+            _row("oracle, paper", [paper.oracle]),
+            "",
+            _criterion_line(record["mean"][1], paper.one_step_criterion),
+        ]
+    lines += [
+        "",
+        f"![return after 0-3 steps](results/{name}_adaptation.png)",
+        f"![learning curves](results/{name}_learning_curve.png)",
+    ]
+    return "\n".join(lines)
+
+
+def _row(label: str, values: Sequence[float], spread: Sequence[float] | None = None) -> str:
+    """A table row of returns after 0..3 steps (``mean ± spread`` where a spread is given)."""
+    if spread is None:
+        cells = [f"{value:g}" for value in values]
+    else:
+        cells = [f"{value:.1f} ± {error:.1f}" for value, error in zip(values, spread)]
+    return "| " + " | ".join([label, *cells, *[""] * (4 - len(cells))]) + " |"
+
+
+def _criterion_line(one_step: float, criterion: float) -> str:
+    verdict = "met" if one_step >= criterion else "**not met**"
+    return (
+        f"Criterion (MAML after one step ≥ the paper's less 10% of its random-to-oracle range, "
+        f"{criterion:.1f}): {verdict} ({one_step:.1f})."
+    )
+
+
+def replace_section(text: str, name: str, body: str) -> str:
+    """``text`` with the task's block (between ``<!-- reproduce NAME -->`` and
+    ``<!-- /reproduce NAME -->``) replaced by ``body``; without a block, the body of the section
+    titled as the task is replaced, and without such a section one is appended."""
+    start, end = f"<!-- reproduce {name} -->", f"<!-- /reproduce {name} -->"
+    block = f"{start}\n{body}\n{end}\n"
+    marked = re.compile(re.escape(start) + ".*?" + re.escape(end) + "\n?", flags=re.DOTALL)
+    if marked.search(text):
+        return marked.sub(lambda _: block, text)
+    heading = f"## {TASKS[name].title}\n"
+    titled = re.compile("^" + re.escape(heading) + "(.*?)(?=^## |\\Z)", re.DOTALL | re.MULTILINE)
+    if titled.search(text):
+        return titled.sub(lambda _: f"{heading}\n{block}\n", text, count=1)
+    return f"{text.rstrip()}\n\n{heading}\n{block}"
+
+
+def _commit() -> str:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return result.stdout.strip()
+
+
+def _machine() -> str:
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), flags=re.MULTILINE)
+        model = found.group(1).strip() if found else model
+    return f"{os.cpu_count()} cores, {model}"
