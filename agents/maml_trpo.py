@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import Tensor
 
 from metarl.agents.common.baseline import baseline_values
@@ -78,7 +78,9 @@ class MAMLTRPOConfig(BaseModel):
 
     num_tasks: PositiveInt = 40  # tasks per meta-batch
     num_trajectories: PositiveInt = 20  # trajectories per task per sampling step
-    num_inner_steps: PositiveInt = 1  # inner gradient steps during meta-training
+    # inner gradient steps during meta-training; 0: none, the meta-step is plain TRPO on all
+    # tasks (the paper's "pretrained" baseline for 2D navigation)
+    num_inner_steps: NonNegativeInt = 1
     inner_lr: PositiveFloat = 0.1  # α
     first_order: bool = False  # drop second-order terms of the meta-gradient
     gamma: float = Field(0.99, gt=0.0, le=1.0)  # discount γ
@@ -159,7 +161,8 @@ class MAMLTRPO:
 
     # ------------------------------------------------------------------ lines 5-8
     def collect(self, tasks: Sequence[Task], sampler: BatchSampler) -> MetaBatch:
-        """Sample D_k with θ, take the inner step(s), sample D'_k with θ'_k."""
+        """Sample D_k with θ, take the inner step(s), sample D'_k with θ'_k (with no inner
+        step, D'_k is sampled with θ)."""
         params: Params = self.policy.meta_parameters()
         train: list[Episodes] = []
         for _ in range(self.config.num_inner_steps):
@@ -356,10 +359,12 @@ class MAMLTRPO:
         return {name: p - alpha * g for (name, p), g in zip(per_task.items(), grads)}
 
     def old_distribution(self, batch: MetaBatch) -> tuple[Tensor, Tensor]:
-        """Mean and log σ of the adapted policies at the current meta-parameters (constants)."""
+        """Mean and log σ of the adapted policies at the current meta-parameters, as constants
+        (copies: with no inner step, log σ would otherwise be the live parameter itself)."""
         adapted = self.adapt(self.policy.meta_parameters(), batch)
         with torch.no_grad():
-            return self.policy.mean_and_log_std(batch.valid.observations, adapted)
+            mean, log_std = self.policy.mean_and_log_std(batch.valid.observations, adapted)
+        return mean.detach().clone(), log_std.detach().clone()
 
     def adapt_with_graph(self, params: Params, batch: MetaBatch) -> Params:
         """:meth:`adapt` as an autograd expression of ``params``."""

@@ -65,7 +65,7 @@ def meta_iteration(
     seconds = agent.timer.pop()
     metrics: dict[str, float] = {
         "env_steps": sum(e.env_steps for e in batch.train) + batch.valid.env_steps,
-        "return_pre": batch.train[0].mean_return(),
+        "return_pre": (batch.train[0] if batch.train else batch.valid).mean_return(),
         "return_post": batch.valid.mean_return(),
         "kl": step.kl,
         "surrogate_before": step.surrogate_before,

@@ -105,6 +105,9 @@ CASES = {
     "wrong-type": Case([*NEW, "--set", "algorithm.num_tasks=many"], "algorithm.num_tasks: "),
     "out-of-range": Case([*NEW, "--set", "algorithm.gamma=1.5"], "algorithm.gamma: "),
     "zero-tasks": Case([*NEW, "--set", "algorithm.num_tasks=0"], "algorithm.num_tasks: "),
+    "negative-inner-steps": Case(
+        [*NEW, "--set", "algorithm.num_inner_steps=-1"], "algorithm.num_inner_steps: "
+    ),
     "zero-horizon": Case([*NEW, "--set", "env.kwargs={horizon: 0}"], "horizon must be > 0"),
     "bad-nonlinearity": Case(
         [*NEW, "--set", "policy.nonlinearity=sigmoid"], "policy.nonlinearity: "

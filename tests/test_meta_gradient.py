@@ -14,6 +14,7 @@ from metarl.agents.maml_trpo import MAMLTRPO, MetaBatch
 from tests.conftest import make_agent
 
 CASES = {
+    "no-step": dict(num_inner_steps=0),  # plain TRPO on all tasks (the "pretrained" baseline)
     "one-step": dict(num_inner_steps=1),
     "two-steps": dict(num_inner_steps=2),
     "relu": dict(num_inner_steps=1, nonlinearity="relu"),
@@ -36,7 +37,7 @@ def test_fixture_has_variable_length_episodes(tiny_agent) -> None:
 
 
 # ReLU makes the inner gradient, hence θ'(θ), discontinuous: finite differences need tanh.
-@pytest.mark.parametrize("case", ["one-step", "two-steps"])
+@pytest.mark.parametrize("case", ["no-step", "one-step", "two-steps"])
 def test_meta_gradient_matches_finite_differences(case: str) -> None:
     agent, batch = make_agent(**CASES[case])
     gradient = agent.meta_gradient(batch).gradient
@@ -63,7 +64,7 @@ def test_fast_curvature_equals_double_backpropagation(case: str) -> None:
     torch.testing.assert_close(fast.surrogate, reference.surrogate)
     live = batch.valid.mask.bool()  # the old distribution matters where steps were taken
     torch.testing.assert_close(fast.old[0][live], reference.old[0][live])
-    torch.testing.assert_close(fast.old[1].expand_as(reference.old[1]), reference.old[1])
+    torch.testing.assert_close(*torch.broadcast_tensors(fast.old[1], reference.old[1]))
     generator = torch.Generator().manual_seed(2)
     for _ in range(3):
         v = torch.randn(gradient.shape, generator=generator, dtype=torch.float64)
@@ -104,6 +105,8 @@ def test_first_order_gradient_is_the_post_adaptation_gradient_at_adapted_params(
     assert not torch.allclose(gradient, exact_gradient)  # the second-order terms matter
 
 
+# Not "no-step": without adaptation this tiny policy's Fisher is near singular (condition ~2e6),
+# and 10 CG iterations amplify round-off to ~1e-3 of the direction.
 @pytest.mark.parametrize("case", ["one-step", "two-steps", "first-order"])
 def test_meta_step_is_the_same_with_both_hessian_methods(case: str) -> None:
     fast_agent, batch = make_agent(**CASES[case])
@@ -121,7 +124,7 @@ def test_meta_step_is_the_same_with_both_hessian_methods(case: str) -> None:
     assert (fast_step - slow_step).norm() <= 1e-4 * slow_step.norm()
 
 
-@pytest.mark.parametrize("case", ["one-step", "two-steps", "first-order"])
+@pytest.mark.parametrize("case", ["no-step", "one-step", "two-steps", "first-order"])
 def test_meta_step_improves_surrogate_within_trust_region(case: str) -> None:
     agent, batch = make_agent(**CASES[case])
     before = [p.detach().clone() for p in agent.policy.parameters()]
