@@ -64,6 +64,7 @@ class Ant(LocomotionFamily):
     | 29-112 / 27-104 | contact forces, 14 / 13 bodies × 6 (note 1) | [-1, 1] | cfrc_ext | N·m, N |
     | 113-121 / — | torso orientation matrix, row-major | [-1, 1] | xmat[torso] |  |
     | 122-124 / — | centre of mass of the torso subtree | (-inf, inf) | subtree_com[torso] | m |
+    | 125- / 105- | the task: ``v``, ``d`` or ``(g_x, g_y)`` (``oracle=True`` only) | | | |
 
     Note 1: ``clip(cfrc_ext, contact_force_range)``, torque then force per body; the original
     includes the world body (always 0), gymnasium starts at the torso (as Ant-v5).
@@ -109,6 +110,7 @@ class Ant(LocomotionFamily):
     | healthy_z_range | tuple[float, float] | (0.2, 1.0) | torso heights that keep the episode on |
     | contact_force_range | tuple[float, float] | (-1.0, 1.0) | clipping range of cfrc_ext |
     | horizon | int \\| None | None | episode length; None: 200 original, 100 gymnasium |
+    | oracle | bool | False | append the task to the observation (the paper's oracle) |
 
     (1) None: the family's default (above); ``velocity_range`` and ``goal_range`` are errors
     for the families that do not use them.
@@ -137,8 +139,9 @@ class Ant(LocomotionFamily):
         healthy_z_range: tuple[float, float] = (0.2, 1.0),
         contact_force_range: tuple[float, float] = (-1.0, 1.0),
         horizon: int | None = None,
+        oracle: bool = False,
     ) -> None:
-        super().__init__(seed, physics, horizon)
+        super().__init__(seed, physics, horizon, oracle)
         self.set_velocity_range(velocity_range)
         goal_range = self.family_argument("goal_range", goal_range, self.default_goal_range)
         if goal_range is not None:
@@ -229,6 +232,7 @@ class AntGoal(Ant):
     plane, the goal unobserved; see :class:`Ant`."""
 
     name = "AntGoal"
+    task_dim = 2
     reward_task_key = "reward_goal"
     default_task_reward_offset = 4.0
     default_goal_range = 3.0

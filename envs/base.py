@@ -116,6 +116,49 @@ class BatchedEnv(ABC):
         """Release renderers or other resources."""
 
 
+def task_features(task: Task) -> np.ndarray:
+    """A task's parameters as one flat vector, its values in key order: what an oracle sees."""
+    return np.concatenate([np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in task.values()])
+
+
+class OracleObservation(BatchedEnv):
+    """``env`` with each slot's task parameters (:func:`task_features`) appended to its
+    observation: the paper's "oracle", a policy told the task.  Everything else is ``env``'s."""
+
+    def __init__(self, env: BatchedEnv, num_task_features: int) -> None:
+        self.env = env
+        self.num_envs = env.num_envs
+        self.tasks = []
+        self.observation_dim = env.observation_dim + num_task_features
+        self.action_dim, self.horizon, self.metadata = env.action_dim, env.horizon, env.metadata
+        self._features = np.zeros((env.num_envs, num_task_features))
+
+    @property
+    def alive(self) -> np.ndarray:  # type: ignore[override]
+        return self.env.alive
+
+    def _on_tasks_set(self) -> None:
+        self.env.set_tasks(self.tasks)
+        self._features = np.stack([task_features(task) for task in self.tasks])
+
+    def reset(self, rng: np.random.Generator) -> np.ndarray:
+        return np.concatenate([self.env.reset(rng), self._features], axis=1)
+
+    def step(self, action: np.ndarray) -> StepResult:
+        result = self.env.step(action)
+        result.observation = np.concatenate([result.observation, self._features], axis=1)
+        return result
+
+    def use_threads(self, num_threads: int) -> None:
+        self.env.use_threads(num_threads)
+
+    def render(self, index: int = 0, size: int = RENDER_SIZE) -> np.ndarray:
+        return self.env.render(index, size)
+
+    def close(self) -> None:
+        self.env.close()
+
+
 class TaskFamily(ABC):
     """A distribution over tasks plus the environment they parametrise.
 
@@ -127,9 +170,14 @@ class TaskFamily(ABC):
 
     name: str
     """Family name used in configs and gymnasium ids (``metarl/{name}-v0``)."""
+    task_dim: int
+    """Length of a task's :func:`task_features`, appended to the observation by ``oracle``."""
 
-    def __init__(self, seed: int | None = None) -> None:
+    def __init__(self, seed: int | None = None, oracle: bool = False) -> None:
+        if not isinstance(oracle, bool):
+            raise ValueError(f"oracle must be true or false, got {oracle!r}")
         self.rng = np.random.default_rng(seed)
+        self.oracle = oracle
 
     def seed(self, seed: int | None) -> None:
         """Re-seed the task generator."""
@@ -147,6 +195,10 @@ class TaskFamily(ABC):
     def make_batched_env(self, num_envs: int, num_threads: int | None = None) -> BatchedEnv:
         """A batched environment of ``num_envs`` slots configured like this family, stepping on
         ``num_threads`` threads (``None``: one per core) where it steps in parallel at all."""
+
+    def observed(self, env: BatchedEnv) -> BatchedEnv:
+        """``env`` as the policy observes it: with the task appended when ``oracle``."""
+        return OracleObservation(env, self.task_dim) if self.oracle else env
 
     @property
     def preset(self) -> str:

@@ -54,6 +54,7 @@ class HalfCheetah(LocomotionFamily):
     | 0-7 / 0-7 | torso z, torso angle, 6 joint angles | (-inf, inf) | qpos[1:] | m, rad |
     | 8-16 / 8-16 | torso x, z, angle velocities, 6 joints | (-inf, inf) | qvel | m/s, rad/s |
     | 17-19 / — | centre of mass of the torso subtree | (-inf, inf) | subtree_com[torso] | m |
+    | 20 / 17 | the task's ``v`` or ``d`` (``oracle=True`` only) | | | m/s, — |
 
     ## Rewards
     ``reward = reward_forward + reward_ctrl``:
@@ -79,6 +80,7 @@ class HalfCheetah(LocomotionFamily):
     | velocity_range | tuple[float, float] \\| None | None | HalfCheetahVel: speeds, m/s (1) |
     | ctrl_cost_weight | float | 0.05 | weight of the control cost |
     | horizon | int \\| None | None | episode length; None: 200 original, 100 gymnasium |
+    | oracle | bool | False | append the task to the observation (the paper's oracle) |
 
     (1) None: (0.0, 2.0); an error for HalfCheetahDir.
 
@@ -96,8 +98,9 @@ class HalfCheetah(LocomotionFamily):
         velocity_range: tuple[float, float] | None = None,
         ctrl_cost_weight: float = 0.05,
         horizon: int | None = None,
+        oracle: bool = False,
     ) -> None:
-        super().__init__(seed, physics, horizon)
+        super().__init__(seed, physics, horizon, oracle)
         self.set_velocity_range(velocity_range)
         self.ctrl_cost_weight = ctrl_cost_weight
 

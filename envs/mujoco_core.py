@@ -399,8 +399,10 @@ class LocomotionFamily(TaskFamily):
     default_velocity_range: tuple[float, float] | None = None  # families with a velocity task
     velocity_range: tuple[float, float]
 
-    def __init__(self, seed: int | None, physics: str, horizon: int | None) -> None:
-        super().__init__(seed)
+    def __init__(
+        self, seed: int | None, physics: str, horizon: int | None, oracle: bool = False
+    ) -> None:
+        super().__init__(seed, oracle)
         self.physics = physics_preset(physics)
         if horizon is not None and horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon!r}")
@@ -430,10 +432,8 @@ class LocomotionFamily(TaskFamily):
         """Whether measuring needs a forward pass at the new state (see :meth:`measure`)."""
         return self.physics.measure_after_step and not self.planar
 
-    def make_batched_env(
-        self, num_envs: int, num_threads: int | None = None
-    ) -> BatchedLocomotionEnv:
-        return BatchedLocomotionEnv(num_envs, self, num_threads)
+    def make_batched_env(self, num_envs: int, num_threads: int | None = None) -> BatchedEnv:
+        return self.observed(BatchedLocomotionEnv(num_envs, self, num_threads))
 
     def build_simulation(self, num_envs: int, num_threads: int | None = None) -> BatchedSimulation:
         """The batched simulation of this family's robot under its physics preset."""
@@ -617,6 +617,8 @@ class BatchedLocomotionEnv(BatchedEnv):
 class VelocityTask:
     """Mixin: target forward velocity ``v ~ U[velocity_range]``, term ``-|v_x - v|``."""
 
+    task_dim = 1
+
     rng: np.random.Generator
     velocity_range: tuple[float, float]
 
@@ -633,6 +635,8 @@ class VelocityTask:
 
 class DirectionTask:
     """Mixin: direction ``d`` in ``{-1, +1}`` with probability 1/2 each, term ``d * v_x``."""
+
+    task_dim = 1
 
     rng: np.random.Generator
 

@@ -30,6 +30,7 @@ class Navigation2D(TaskFamily):
     |-------|------------|------------|------|
     | 0     | position x | (-inf, inf)| m    |
     | 1     | position y | (-inf, inf)| m    |
+    | 2-3   | goal x, y (``oracle=True`` only) | [-goal_range, goal_range] | m |
 
     ## Rewards
     ``reward = reward_distance = -‖position - goal‖₂`` measured after the move (Euclidean, not
@@ -50,12 +51,14 @@ class Navigation2D(TaskFamily):
     | max_step       | float | 0.1     | displacement per step for an action of 1   |
     | goal_tolerance | float | 0.01    | per-axis distance that ends the episode    |
     | horizon        | int   | 100     | maximum episode length                     |
+    | oracle         | bool  | False   | append the goal to the observation (the paper's oracle) |
 
     ## Version history
     * v0: initial version, as in the MAML paper's original code.
     """
 
     name = "Navigation2D"
+    task_dim = 2
 
     def __init__(
         self,
@@ -64,8 +67,9 @@ class Navigation2D(TaskFamily):
         max_step: float = 0.1,
         goal_tolerance: float = 0.01,
         horizon: int = 100,
+        oracle: bool = False,
     ) -> None:
-        super().__init__(seed)
+        super().__init__(seed, oracle)
         _require_positive(
             goal_range=goal_range, max_step=max_step, goal_tolerance=goal_tolerance, horizon=horizon
         )
@@ -78,12 +82,12 @@ class Navigation2D(TaskFamily):
         goals = self.rng.uniform(-self.goal_range, self.goal_range, size=(num_tasks, 2))
         return [{"goal": [float(x), float(y)]} for x, y in goals]
 
-    def make_batched_env(
-        self, num_envs: int, num_threads: int | None = None
-    ) -> BatchedNavigation2D:
+    def make_batched_env(self, num_envs: int, num_threads: int | None = None) -> BatchedEnv:
         """Stepped in numpy on the calling thread, whatever ``num_threads`` says."""
-        return BatchedNavigation2D(
-            num_envs, self.max_step, self.goal_tolerance, self.horizon, self.goal_range
+        return self.observed(
+            BatchedNavigation2D(
+                num_envs, self.max_step, self.goal_tolerance, self.horizon, self.goal_range
+            )
         )
 
 

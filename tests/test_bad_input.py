@@ -142,6 +142,9 @@ CASES = {
         [*NEW, "--set", "env.family=HalfCheetahVel", "--set", "env.kwargs={physics: bogus}"],
         "env.kwargs.physics must be one of ['gymnasium', 'original'], got 'bogus'",
     ),
+    "non-boolean-oracle": Case(
+        [*NEW, "--set", "env.kwargs={oracle: 5}"], "env.kwargs.oracle must be true or false, got 5"
+    ),
     "unknown-env-argument": Case(
         [*NEW, "--set", "env.kwargs={goal_rang: 1}"], "env.kwargs.goal_rang: unknown argument"
     ),
