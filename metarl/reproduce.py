@@ -15,14 +15,14 @@ import re
 import shlex
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from metarl.checkpoint import load_checkpoint
+from metarl.checkpoint import load_checkpoint, save_checkpoint
 from metarl.config import (
     Config,
     ConfigError,
@@ -69,6 +69,16 @@ class Task:
     num_trajectories: int  # per task and step at evaluation
     seeds: tuple[int, ...] = (1,)
     paper: PaperRow | None = None
+    # Baselines trained by metarl's own loop on the first seed: method -> config overrides.
+    baselines: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+# The paper's navigation "pretrained" was its MAML code with no inner step; the oracle is the same
+# TRPO told the goal.  Every task also gets "random": the untrained policy, fine-tuned.
+NAVIGATION_BASELINES = {
+    "pretrained": ("algorithm.num_inner_steps=0",),
+    "oracle": ("algorithm.num_inner_steps=0", "env.kwargs.oracle=true"),
+}
 
 
 TASKS = {
@@ -77,7 +87,8 @@ TASKS = {
         "navigation",
         40,
         (1, 2, 3),
-        PaperRow(
+        baselines=NAVIGATION_BASELINES,
+        paper=PaperRow(
             (-40.4, -11.7, -3.3, -3.2),
             (-40.8, -19.7, -11.7, -8.5),
             (-82.7, -58.0, -53.8, -46.8),
@@ -167,12 +178,21 @@ def train_or_resume(config: Config, run_dir: Path, progress: bool) -> None:
     plot_learning_curves([read_run(run_dir)], run_dir / "learning_curve.png")
 
 
-def evaluate_run(task: Task, run_dir: Path) -> Evaluation:
-    """The paper's protocol on the run's last checkpoint: 40 held-out tasks, 3 steps."""
+def write_untrained(config: Config, run_dir: Path) -> None:
+    """The "random" baseline: a run directory whose ``last.pt`` holds the policy as initialised
+    for ``config``'s seed (kept if it exists)."""
+    trainer = Trainer(config, run_dir)
+    if not trainer.checkpoint_path("last.pt").is_file():
+        trainer.write_config()
+        save_checkpoint(trainer.checkpoint_path("last.pt"), trainer.state_dict())
+
+
+def evaluate_run(task: Task, run_dir: Path, num_steps: int = NUM_EVAL_STEPS) -> Evaluation:
+    """The paper's protocol on the run's last checkpoint: 40 held-out tasks, 0..3 steps."""
     settings = AdaptationSettings(
         num_tasks=NUM_EVAL_TASKS,
         num_trajectories=task.num_trajectories,
-        num_steps=NUM_EVAL_STEPS,
+        num_steps=num_steps,
         seed=EVAL_SEED,
     )
     evaluation = evaluate(load_run(run_dir, "last"), settings)
@@ -198,8 +218,30 @@ def reproduce(
         train_or_resume(config, run_dir, progress)
         wall = sum(r.get("time_iteration") or 0.0 for r in read_metrics(run_dir))
         results.append(SeedResult(seed, run_dir, evaluate_run(task, run_dir), wall))
+    baselines = run_baselines(name, task, seeds[0], runs_dir, overrides, progress)
     command = " ".join(["metarl reproduce", name, *_flags(seeds, task, overrides)])
-    return write_section(name, task, configs[seeds[0]], results, docs_dir, command)
+    return write_section(name, task, configs[seeds[0]], results, baselines, docs_dir, command)
+
+
+def run_baselines(
+    name: str,
+    task: Task,
+    seed: int,
+    runs_dir: Path,
+    overrides: Sequence[str],
+    progress: bool,
+) -> dict[str, Evaluation]:
+    """Train (or resume) the task's baselines on ``seed`` and evaluate them with MAML's
+    protocol and step sizes; the oracle is evaluated without adaptation."""
+    evaluations = {}
+    for method, method_overrides in task.baselines.items():
+        run_dir = runs_dir / name / f"{method}-seed{seed}"
+        train_or_resume(run_config(task, seed, [*overrides, *method_overrides]), run_dir, progress)
+        evaluations[method] = evaluate_run(task, run_dir, 0 if method == "oracle" else 3)
+    random_dir = runs_dir / name / f"random-seed{seed}"
+    write_untrained(run_config(task, seed, overrides), random_dir)
+    evaluations["random"] = evaluate_run(task, random_dir)
+    return evaluations
 
 
 def _flags(seeds: Sequence[int], task: Task, overrides: Sequence[str]) -> list[str]:
@@ -223,6 +265,7 @@ def write_section(
     task: Task,
     config: Config,
     results: Sequence[SeedResult],
+    baselines: dict[str, Evaluation],
     docs_dir: Path,
     command: str,
 ) -> Path:
@@ -232,6 +275,10 @@ def write_section(
     figures.mkdir(parents=True, exist_ok=True)
     mean, spread, spread_kind = summary(results)
     curves = [Curve(f"MAML, metarl ({len(results)} seed(s))", "original", mean, spread)]
+    curves += [
+        Curve(f"{method}, metarl", "original", evaluation.mean, evaluation.stderr)
+        for method, evaluation in baselines.items()
+    ]
     if task.paper is not None:
         curves.append(Curve("MAML, paper", "original", list(task.paper.maml), [0.0] * 4))
     sizes = results[0].evaluation.step_sizes
@@ -255,6 +302,10 @@ def write_section(
         "spread": spread,
         "spread_kind": spread_kind,
         "criterion_one_step": task.paper.one_step_criterion if task.paper else None,
+        "baselines": {
+            method: {"mean": e.mean, "stderr": e.stderr, "step_sizes": e.step_sizes}
+            for method, e in baselines.items()
+        },
         "seeds": [
             {
                 "seed": r.seed,
@@ -284,6 +335,7 @@ def section_text(name: str, task: Task, record: dict[str, Any]) -> str:
         f"{', '.join(str(seed['iterations']) for seed in seeds)}) evaluated on "
         f"{NUM_EVAL_TASKS} held-out tasks (seed {EVAL_SEED}), {task.num_trajectories} "
         f"trajectories per task and step. Training wall time per run: {minutes}.",
+        *_baselines_note(task, record),
         "",
         "| method | 0 steps | 1 step | 2 steps | 3 steps |",
         "|---|---|---|---|---|",
@@ -291,7 +343,12 @@ def section_text(name: str, task: Task, record: dict[str, Any]) -> str:
     ]
     if len(seeds) > 1:
         lines += [_row(f"seed {seed['seed']}", seed["mean"], seed["stderr"]) for seed in seeds]
-    lines += [f"| {m}, metarl | not yet run | | | |" for m in ("pretrained", "random", "oracle")]
+    for method in ("pretrained", "random", "oracle"):
+        if method in record["baselines"]:
+            baseline = record["baselines"][method]
+            lines.append(_row(f"{method}, metarl", baseline["mean"], baseline["stderr"]))
+        else:
+            lines.append(f"| {method}, metarl | not yet run | | | |")
     if task.paper is not None:
         paper = task.paper
         lines += [
@@ -308,6 +365,28 @@ def section_text(name: str, task: Task, record: dict[str, Any]) -> str:
         f"![learning curves](results/{name}_learning_curve.png)",
     ]
     return "\n".join(lines)
+
+
+def _baselines_note(task: Task, record: dict[str, Any]) -> list[str]:
+    """How the baselines of the section were made (nothing when it has none)."""
+    baselines = record["baselines"]
+    if not baselines:
+        return []
+    made = {
+        "pretrained": "`pretrained` is the same TRPO with no inner step "
+        "(`algorithm.num_inner_steps=0`, as the paper's navigation baseline)",
+        "oracle": "`oracle` that TRPO told the task (`env.kwargs.oracle=true`), evaluated "
+        "without adaptation",
+        "random": "`random` the untrained policy of the seed",
+    }
+    sizes = ", ".join(f"{size:g}" for size in baselines["random"]["step_sizes"])
+    parts = [made[method] for method in ("pretrained", "oracle", "random") if method in baselines]
+    return [
+        "",
+        f"Baselines, seed {record['seeds'][0]['seed']}, trained like MAML for "
+        f"{record['seeds'][0]['iterations']} iterations where trained: {'; '.join(parts)}. "
+        f"They are fine-tuned with MAML's step sizes ({sizes}), not tuned per method.",
+    ]
 
 
 def _row(label: str, values: Sequence[float], spread: Sequence[float] | None = None) -> str:

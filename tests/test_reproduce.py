@@ -48,6 +48,16 @@ def test_tiny_reproduction_trains_resumes_and_rewrites_its_section(tmp_path: Pat
     per_seed = [s["mean"] for s in record["seeds"]]
     assert record["mean"] == pytest.approx([sum(m) / 2 for m in zip(*per_seed)])
     assert f"| MAML, metarl (± standard deviation over 2 seeds) | {record['mean'][0]:.1f}" in text
+    assert set(record["baselines"]) == {"pretrained", "oracle", "random"}
+    oracle = record["baselines"]["oracle"]
+    assert len(oracle["mean"]) == 1  # told the task: no adaptation
+    assert (
+        f"| oracle, metarl | {oracle['mean'][0]:.1f} ± {oracle['stderr'][0]:.1f} |  |  |  |" in text
+    )
+    runs = sorted(p.name for p in (tmp_path / "runs" / "navigation").iterdir())
+    assert runs == ["maml-seed1", "maml-seed2", "oracle-seed1", "pretrained-seed1", "random-seed1"]
+    oracle_config = (tmp_path / "runs" / "navigation" / "oracle-seed1" / "config.yaml").read_text()
+    assert "oracle: true" in oracle_config and "num_inner_steps: 0" in oracle_config
     for figure in ("navigation_adaptation.png", "navigation_learning_curve.png"):
         assert (docs / "results" / figure).stat().st_size > 10_000
 
