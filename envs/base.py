@@ -104,6 +104,24 @@ class BatchedEnv(ABC):
     def step(self, action: np.ndarray) -> StepResult:
         """Advance every alive slot by one control step."""
 
+    def reset_slots(
+        self, slots: np.ndarray, tasks: Sequence[Task], rng: np.random.Generator
+    ) -> np.ndarray:
+        """Start a new episode in each of the ``slots`` (a boolean mask), with ``tasks`` in
+        slot order, leaving the others as they are; returns every slot's observation.  For
+        vectorised training, where each slot resets as soon as its episode ends."""
+        raise NotImplementedError(f"{type(self).__name__} cannot reset single slots")
+
+    def _assign_tasks(self, slots: np.ndarray, tasks: Sequence[Task]) -> np.ndarray:
+        """Give the ``slots`` their new ``tasks``; returns the slots' indices."""
+        index = np.flatnonzero(slots)
+        if len(tasks) != len(index):
+            raise ValueError(f"expected {len(index)} tasks, got {len(tasks)}")
+        for slot, task in zip(index, tasks):
+            self.tasks[slot] = dict(task)
+        self._on_tasks_set()
+        return index
+
     def use_threads(self, num_threads: int) -> None:  # noqa: B027 - families that can
         """Step on ``num_threads`` threads from now on (where the family steps in threads)."""
 
@@ -148,6 +166,15 @@ class OracleObservation(BatchedEnv):
         result = self.env.step(action)
         result.observation = np.concatenate([result.observation, self._features], axis=1)
         return result
+
+    def reset_slots(
+        self, slots: np.ndarray, tasks: Sequence[Task], rng: np.random.Generator
+    ) -> np.ndarray:
+        index = np.flatnonzero(slots)
+        for slot, task in zip(index, tasks):
+            self.tasks[slot] = dict(task)
+        self._features[index] = [task_features(task) for task in tasks]
+        return np.concatenate([self.env.reset_slots(slots, tasks, rng), self._features], axis=1)
 
     def use_threads(self, num_threads: int) -> None:
         self.env.use_threads(num_threads)

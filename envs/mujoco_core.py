@@ -251,6 +251,13 @@ class BatchedSimulation:
         self.qvel[:] = qvel
         self.sensors[:] = 0.0
 
+    def reset_rows(self, index: np.ndarray, qpos: np.ndarray, qvel: np.ndarray) -> None:
+        """Restart the slots ``index`` at time 0 from ``qpos`` ``[len(index), nq]``, ``qvel``."""
+        self.state[index] = self._default_state
+        self.state[index, self._qpos] = qpos
+        self.state[index, self._qvel] = qvel
+        self.sensors[index] = 0.0
+
     def step(self, ctrl: np.ndarray, active: np.ndarray) -> None:
         """Advance the ``active`` slots by ``frame_skip`` physics steps under ``ctrl``."""
         index = None if active.all() else np.flatnonzero(active)
@@ -562,20 +569,36 @@ class BatchedLocomotionEnv(BatchedEnv):
         self._observation = self.family.observe(self.sim, self.family.measure(self.sim, None))
         return self._observation.copy()
 
-    def _initial_state(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Reference pose plus noise, drawn slot by slot (qpos then qvel, as gymnasium does),
-        so that slot 0 of any batch matches a batch of one and a batch split in two draws
-        what the whole batch draws."""
+    def reset_slots(
+        self, slots: np.ndarray, tasks: Sequence[Task], rng: np.random.Generator
+    ) -> np.ndarray:
+        index = self._assign_tasks(slots, tasks)
+        qpos, qvel = self._initial_state(rng, len(index))
+        self.sim.reset_rows(index, qpos, qvel)
+        self.alive[index] = True
+        if self.family.needs_probe:
+            self.sim.probe(np.zeros((self.num_envs, self.action_dim)), slots)
+        observation = self.family.observe(self.sim, self.family.measure(self.sim, None))
+        self._observation = np.where(slots[:, None], observation, self._observation)
+        return self._observation.copy()
+
+    def _initial_state(
+        self, rng: np.random.Generator, num_slots: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Reference pose plus noise for ``num_slots`` slots (default: all), drawn slot by slot
+        (qpos then qvel, as gymnasium does), so that slot 0 of any batch matches a batch of one
+        and a batch split in two draws what the whole batch draws."""
         physics, model = self.family.physics, self.sim.model
-        qpos = np.tile(self.family.initial_qpos(model), (self.num_envs, 1))
-        qvel = np.zeros((self.num_envs, model.nv))
+        count = self.num_envs if num_slots is None else num_slots
+        qpos = np.tile(self.family.initial_qpos(model), (count, 1))
+        qvel = np.zeros((count, model.nv))
         scale = physics.qpos_noise_scale
         if physics.qpos_noise == "normal":  # one draw, row by row: the slot-by-slot stream
-            noise = rng.standard_normal((self.num_envs, model.nq + model.nv))
+            noise = rng.standard_normal((count, model.nq + model.nv))
             qpos += scale * noise[:, : model.nq]
             qvel += physics.qvel_noise_scale * noise[:, model.nq :]
             return qpos, qvel
-        for slot in range(self.num_envs):
+        for slot in range(count):
             qpos[slot] += rng.uniform(-scale, scale, size=model.nq)
             qvel[slot] += physics.qvel_noise_scale * rng.standard_normal(model.nv)
         return qpos, qvel

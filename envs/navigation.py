@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -127,6 +129,15 @@ class BatchedNavigation2D(BatchedEnv):
         self.position = np.zeros((self.num_envs, 2))
         self._path = [self.position]
         self.alive[:] = True
+        return self.position.copy()
+
+    def reset_slots(
+        self, slots: np.ndarray, tasks: Sequence[Task], rng: np.random.Generator
+    ) -> np.ndarray:
+        self._assign_tasks(slots, tasks)
+        self.position = np.where(slots[:, None], 0.0, self.position)
+        self._path = [self.position]
+        self.alive = self.alive | slots
         return self.position.copy()
 
     def step(self, action: np.ndarray) -> StepResult:
