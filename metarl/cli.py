@@ -1,4 +1,5 @@
-"""The ``metarl`` command line: ``train``, ``evaluate``, ``video``, ``plot`` and ``reproduce``.
+"""The ``metarl`` command line: ``train``, ``evaluate``, ``video``, ``plot``, ``baseline`` and
+``reproduce``.
 
 Every user error ends as one line on stderr and exit status 2, before any work starts; a run
 stopped by too many meta-steps rejected for NaN or Inf ends with one line and exit status 1.
@@ -122,6 +123,44 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="mean of the last N iterations at each point (default 1: none)",
     )
+    baseline = commands.add_parser(
+        "baseline", help="the paper's non-meta baselines (stable-baselines3): a run directory"
+    )
+    baseline.add_argument(
+        "method",
+        choices=["pretrained", "oracle", "random"],
+        help="pretrained: one policy on all tasks; oracle: the same told the task; "
+        "random: the initial policy, untrained",
+    )
+    baseline.add_argument(
+        "--config", help=f"YAML file or bundled config name (default: {DEFAULT_CONFIG})"
+    )
+    baseline.add_argument("--algo", choices=["trpo", "ppo"], help="learner (default: trpo)")
+    baseline.add_argument(
+        "--steps",
+        type=_positive_int,
+        help="environment steps in all (default: the paper's; with --resume: a new total)",
+    )
+    baseline.add_argument(
+        "--steps-per-update", type=_positive_int, help="steps per update (default 20000)"
+    )
+    baseline.add_argument("--seed", type=_non_negative_int, help="run seed (train.seed)")
+    baseline.add_argument("--run-dir", type=Path, help="output folder (default: runs/<name>)")
+    baseline.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (repeatable)",
+    )
+    baseline.add_argument(
+        "--overwrite", action="store_true", help="replace an existing, non-empty run directory"
+    )
+    baseline.add_argument(
+        "--resume", type=Path, metavar="RUN_DIR", help="continue the baseline run in RUN_DIR"
+    )
+    baseline.add_argument("--no-progress", action="store_true", help="no progress bar")
     reproduce = commands.add_parser(
         "reproduce",
         help="one row of the paper's table: train (or resume), evaluate, rewrite docs/results.md",
@@ -263,7 +302,10 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
 
 def train_config(args: argparse.Namespace) -> Config:
     """The run's config: file (or bundled default), ``--set`` overrides, then dedicated flags."""
-    return load_config(resolve_config_path(args.config), flag_overrides(args))
+    config = load_config(resolve_config_path(args.config), flag_overrides(args))
+    if config.baseline is not None:
+        raise UsageError("baseline: a section for metarl baseline, not metarl train")
+    return config
 
 
 def default_run_dir(config: Config) -> Path:
@@ -315,6 +357,8 @@ def resume_trainer(args: argparse.Namespace):  # noqa: ANN201 - Trainer imported
         saved = validate_config(state["config"])
     except ConfigError as error:
         raise CheckpointError(f"checkpoint {last}: invalid config ({error})") from None
+    if saved.baseline is not None:
+        raise UsageError(f"--resume {run_dir}: a baseline run; use metarl baseline --resume")
     config = resumed_config(args, saved)
     differing = config_differences(saved, config)
     if differing and not args.allow_config_change:
@@ -433,6 +477,47 @@ def command_plot(args: argparse.Namespace) -> None:
     print(f"wrote {out}", file=sys.stderr)
 
 
+def baseline_overrides(args: argparse.Namespace) -> list[str]:
+    """The overrides of ``metarl baseline``'s flags (the oracle observes the task)."""
+    overrides = [*args.overrides, f"baseline.method={args.method}"]
+    for flag, key in (
+        ("algo", "algorithm"),
+        ("steps", "total_steps"),
+        ("steps_per_update", "steps_per_update"),
+    ):
+        if getattr(args, flag) is not None:
+            overrides.append(f"baseline.{key}={getattr(args, flag)}")
+    if args.method == "oracle":
+        overrides.append("env.kwargs.oracle=true")
+    if args.seed is not None:
+        overrides.append(f"train.seed={args.seed}")
+    return overrides
+
+
+def command_baseline(args: argparse.Namespace) -> None:
+    from metarl.baselines import BaselineTrainer
+
+    if args.resume is not None:
+        if args.run_dir is not None or args.overwrite:
+            raise UsageError("--resume: --run-dir and --overwrite cannot be combined with it")
+        last = _last_checkpoint(args.resume)
+        state = load_checkpoint(last)
+        config = validate_config(state["config"])
+        if config.baseline is None:
+            raise UsageError(f"--resume {args.resume}: a MAML run; use metarl train --resume")
+        if args.steps is not None:  # a longer budget
+            config = apply_overrides(config.to_dict(), [f"baseline.total_steps={args.steps}"])
+        trainer = BaselineTrainer.resume(args.resume, config, state)
+    else:
+        config = load_config(resolve_config_path(args.config), baseline_overrides(args))
+        run_dir = args.run_dir or Path("runs") / f"{args.method}__{default_run_dir(config).name}"
+        trainer = BaselineTrainer(config, run_dir)
+        prepare_run_dir(run_dir, args.overwrite)
+        trainer.write_config()
+    print(f"run directory: {trainer.run_dir}", file=sys.stderr)
+    trainer.train(progress=not args.no_progress)
+
+
 def command_reproduce(args: argparse.Namespace) -> None:
     from metarl.reproduce import reproduce
 
@@ -447,6 +532,7 @@ COMMANDS = {
     "evaluate": command_evaluate,
     "video": command_video,
     "plot": command_plot,
+    "baseline": command_baseline,
     "reproduce": command_reproduce,
 }
 

@@ -80,6 +80,17 @@ class TrainConfig(_Section):
     max_consecutive_rejections: PositiveInt = 5
 
 
+class BaselineConfig(_Section):
+    """A non-meta baseline of ``metarl baseline`` (stable-baselines3), absent for MAML runs."""
+
+    method: Literal["pretrained", "oracle", "random"]
+    algorithm: Literal["trpo", "ppo"] = "trpo"
+    # environment steps in all; None: the paper's budget for the family (navigation 100,
+    # HalfCheetah 1000, Ant 2000 updates)
+    total_steps: PositiveInt | None = None
+    steps_per_update: PositiveInt = 20_000  # the paper's batch, about 20,000 steps
+
+
 class Config(_Section):
     """A whole run."""
 
@@ -87,6 +98,7 @@ class Config(_Section):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    baseline: BaselineConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -156,10 +156,7 @@ class Trainer:
         return self.run_dir / "checkpoints" / name
 
     def write_config(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        resolved = self.config.to_dict()
-        resolved["env"]["physics"] = self.family.preset
-        atomic_write_bytes(self.run_dir / CONFIG_FILE, _to_yaml(resolved).encode())
+        write_resolved_config(self.run_dir, self.config, self.family.preset)
 
     @classmethod
     def resume(cls, run_dir: Path, config: Config, state: dict[str, Any]) -> Trainer:
@@ -253,6 +250,14 @@ class Trainer:
         final = final or self.iteration >= self.config.train.num_iterations
         if final or self.iteration % self.config.train.checkpoint_every == 0:
             save_checkpoint(self.checkpoint_path("last.pt"), self.state_dict())
+
+
+def write_resolved_config(run_dir: Path, config: Config, preset: str) -> None:
+    """``run_dir/config.yaml``: the config with the physics preset the family resolved."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = config.to_dict()
+    resolved["env"]["physics"] = preset
+    atomic_write_bytes(run_dir / CONFIG_FILE, _to_yaml(resolved).encode())
 
 
 def _to_yaml(data: dict[str, Any]) -> str:

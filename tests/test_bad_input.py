@@ -156,6 +156,29 @@ CASES = {
     "zero-iterations": Case([*NEW, "--iterations", "0"], "--iterations: expected an integer >= 1"),
     "negative-seed": Case([*NEW, "--seed", "-1"], "--seed: expected an integer >= 0"),
     "negative-iterations": Case([*NEW, "--iterations", "-3"], "--iterations"),
+    # baselines
+    "baseline-unknown-method": Case(["baseline", "sac"], "invalid choice: 'sac'"),
+    "baseline-unknown-algo": Case(["baseline", "oracle", "--algo", "sac"], "invalid choice"),
+    "baseline-zero-steps": Case(
+        ["baseline", "pretrained", "--steps", "0"], "--steps: expected an integer >= 1"
+    ),
+    "baseline-bad-batch": Case(
+        [
+            "baseline",
+            "pretrained",
+            "--run-dir",
+            "{tmp}/new",
+            "--set",
+            "baseline.steps_per_update=0",
+        ],
+        "baseline.steps_per_update",
+    ),
+    "baseline-resume-of-maml-run": Case(
+        ["baseline", "pretrained", "--resume", "{tmp}/run"], "a MAML run", copy_run()
+    ),
+    "train-with-baseline-section": Case(
+        [*NEW, "--set", "baseline.method=pretrained"], "baseline: a section for metarl baseline"
+    ),
     # run directories
     "existing-run-dir": Case(NEW, "pass --overwrite to replace it", write("new/metrics.jsonl", "")),
     "run-dir-is-a-file": Case(NEW, "exists and is not a directory", write("new", "")),

@@ -37,6 +37,8 @@ class TaskVecEnv(VecEnv):
         self.rng = np.random.default_rng(seed)
         self.elapsed = np.zeros(num_envs, dtype=np.int64)
         self.episode_tasks = 0  # tasks drawn so far
+        self.finished_returns: list[float] = []  # undiscounted returns of ended episodes
+        self._running_returns = np.zeros(num_envs)
         self._actions = np.zeros((num_envs, self.env.action_dim))
 
     @property
@@ -51,6 +53,7 @@ class TaskVecEnv(VecEnv):
     def reset(self) -> np.ndarray:
         self.env.set_tasks(self._draw_tasks(self.num_envs))
         self.elapsed[:] = 0
+        self._running_returns[:] = 0.0
         return self.env.reset(self.rng).astype(np.float32)
 
     def step_async(self, actions: np.ndarray) -> None:
@@ -59,6 +62,7 @@ class TaskVecEnv(VecEnv):
     def step_wait(self) -> VecEnvStepReturn:
         result = self.env.step(self._actions)
         self.elapsed += 1
+        self._running_returns += result.reward
         terminated = result.terminated
         truncated = (self.elapsed >= self.env.horizon) & ~terminated
         done = terminated | truncated
@@ -68,6 +72,8 @@ class TaskVecEnv(VecEnv):
             for slot in np.flatnonzero(done):
                 infos[slot]["terminal_observation"] = observation[slot].astype(np.float32)
                 infos[slot]["TimeLimit.truncated"] = bool(truncated[slot])
+            self.finished_returns.extend(self._running_returns[done].tolist())
+            self._running_returns[done] = 0.0
             tasks = self._draw_tasks(int(done.sum()))
             observation = self.env.reset_slots(done, tasks, self.rng)
             self.elapsed[done] = 0

@@ -1,0 +1,173 @@
+"""``metarl baseline``: the paper's pretrained, oracle and random baselines as run directories.
+
+A baseline run directory looks like a MAML run's: ``config.yaml`` (with its ``baseline``
+section), ``metrics.jsonl`` (one line per update: ``return`` of the episodes that ended in it,
+``env_steps``, ``kl``, seconds), and ``checkpoints/last.pt`` and ``best.pt`` holding the actor as
+a metarl policy, so ``metarl evaluate`` adapts a baseline exactly as it adapts MAML.  The SB3
+learner itself is saved beside them (``checkpoints/sb3_model.zip``) for ``--resume``, which
+continues from the last update (episodes in flight start again).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from metarl.agents.common.vec_env import TaskVecEnv
+from metarl.agents.sb3_baselines import copy_actor, load_model, make_model
+from metarl.checkpoint import CheckpointError, atomic_write_bytes, save_checkpoint
+from metarl.components import build_policy, derived_seeds, make_family
+from metarl.config import BaselineConfig, Config
+from metarl.logging import MetricsLog
+from metarl.training import write_resolved_config
+
+MODEL_FILE = "sb3_model.zip"
+NEVER_DUMP_LOGS = 2**31  # SB3 keeps its last logged values for us to read instead
+# Updates of the paper's baselines ("up to 1000 iterations for HalfCheetah and 2000 for Ant"); for
+# navigation, whose paper baseline was MAML's own code, 100 updates like its MAML run.
+PAPER_UPDATES = {"Navigation2D": 100, "HalfCheetah": 1000, "Ant": 2000}
+
+
+def paper_budget(config: Config) -> int:
+    """Environment steps of the paper's budget for the config's family."""
+    baseline = _baseline(config)
+    robot = next(name for name in PAPER_UPDATES if config.env.family.startswith(name))
+    return PAPER_UPDATES[robot] * baseline.steps_per_update
+
+
+def _baseline(config: Config) -> BaselineConfig:
+    if config.baseline is None:
+        raise ValueError("not a baseline config (no baseline section)")
+    return config.baseline
+
+
+class BaselineTrainer:
+    """Trains (or, for ``random``, only initialises) the baseline of ``config`` in ``run_dir``."""
+
+    def __init__(self, config: Config, run_dir: Path) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.baseline = _baseline(config)
+        seeds = derived_seeds(config.train.seed)
+        self.family = make_family(config, seed=seeds["tasks"])
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(seeds["policy_init"])
+        self.policy = build_policy(config, self.family)  # the random baseline; then the actor's
+        torch.random.set_rng_state(generator_state)
+        self.total_steps = self.baseline.total_steps or paper_budget(config)
+        self.metrics = MetricsLog(run_dir)
+        self.iteration = 0
+        self.env_steps = 0
+        self.best_return = -math.inf
+        self.model = None
+        if self.baseline.method != "random":
+            horizon = self.family.make_batched_env(1).horizon
+            num_envs = max(1, round(self.baseline.steps_per_update / horizon))
+            self.env = TaskVecEnv(self.family, num_envs, seed=seeds["sampler"])
+            self.steps_per_update = num_envs * horizon
+            self.model = make_model(
+                self.baseline.algorithm,
+                self.env,
+                list(config.policy.hidden_sizes),
+                config.policy.nonlinearity,
+                config.policy.init_std,
+                config.algorithm.gamma,
+                config.algorithm.max_kl,
+                config.train.seed,
+                horizon,
+            )
+
+    def checkpoint_path(self, name: str) -> Path:
+        return self.run_dir / "checkpoints" / name
+
+    def write_config(self) -> None:
+        write_resolved_config(self.run_dir, self.config, self.family.preset)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "iteration": self.iteration,
+            "env_steps": self.env_steps,
+            "best_return": self.best_return,
+            "config": self.config.to_dict(),
+            "policy": {k: v.detach().clone() for k, v in self.policy.state_dict().items()},
+        }
+
+    def save(self, episode_return: float) -> None:
+        """``last.pt`` (and ``best.pt`` when ``episode_return`` is the best so far), then the
+        SB3 learner, each atomically."""
+        if self.model is not None:
+            copy_actor(self.model.policy, self.policy)
+        if episode_return > self.best_return or not self.checkpoint_path("best.pt").exists():
+            self.best_return = max(episode_return, self.best_return)
+            save_checkpoint(self.checkpoint_path("best.pt"), self.state_dict())
+        save_checkpoint(self.checkpoint_path("last.pt"), self.state_dict())
+        if self.model is not None:
+            buffer = io.BytesIO()
+            self.model.save(buffer)
+            atomic_write_bytes(self.checkpoint_path(MODEL_FILE), buffer.getvalue())
+
+    @classmethod
+    def resume(cls, run_dir: Path, config: Config, state: dict[str, Any]) -> BaselineTrainer:
+        """Continue ``run_dir`` from its last checkpoint and saved learner."""
+        trainer = cls(config, run_dir)
+        trainer.iteration, trainer.env_steps = state["iteration"], state["env_steps"]
+        trainer.best_return = state["best_return"]
+        trainer.policy.load_state_dict(state["policy"])
+        trainer.metrics.truncate(trainer.iteration)
+        if trainer.model is not None:
+            path = trainer.checkpoint_path(MODEL_FILE)
+            if not path.is_file():
+                raise CheckpointError(f"{path}: missing (the stable-baselines3 learner)")
+            algorithm = trainer.baseline.algorithm
+            trainer.model = load_model(algorithm, io.BytesIO(path.read_bytes()), trainer.env)
+        return trainer
+
+    def train(self, progress: bool = True) -> None:
+        """Update until ``total_steps`` environment steps (``random``: save the initial policy)."""
+        if self.model is None:
+            self.save(-math.inf)
+            return
+        total = math.ceil(self.total_steps / self.steps_per_update)
+        with tqdm(
+            total=total, initial=self.iteration, disable=not progress, desc="updates", unit="it"
+        ) as bar:
+            while self.iteration < total:
+                record = self.update()
+                bar.update(1)
+                if progress:
+                    bar.write(
+                        f"update {record['iteration']:5d} | return {record['return']:9.2f} | "
+                        f"kl {record['kl']:.4f} | {record['time_iteration']:.1f}s"
+                    )
+
+    def update(self) -> dict[str, Any]:
+        """One rollout of ``steps_per_update`` steps and one learner update, logged and saved."""
+        assert self.model is not None
+        start = time.perf_counter()
+        self.env.finished_returns.clear()
+        self.model.learn(
+            self.steps_per_update, reset_num_timesteps=False, log_interval=NEVER_DUMP_LOGS
+        )
+        returns = self.env.finished_returns
+        episode_return = sum(returns) / len(returns) if returns else math.nan
+        logged = self.model.logger.name_to_value
+        kl = logged.get("train/kl_divergence_loss", logged.get("train/approx_kl", math.nan))
+        self.iteration += 1
+        self.env_steps += self.steps_per_update
+        record = {
+            "iteration": self.iteration,
+            "env_steps": self.env_steps,
+            "return": episode_return,
+            "episodes": len(returns),
+            "kl": float(kl),
+            "time_iteration": time.perf_counter() - start,
+        }
+        self.metrics.append(record)
+        self.save(episode_return if returns else -math.inf)
+        return record
