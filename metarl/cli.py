@@ -98,6 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="other evaluation.json files to overlay on the plot and table",
     )
+    evaluate.add_argument(
+        "--paper",
+        action="store_true",
+        help="overlay the paper's published returns for the run's family and method",
+    )
+    evaluate.add_argument(
+        "--inner-lr-grid",
+        type=_positive_float,
+        nargs="+",
+        metavar="A",
+        help="choose the first step size from these by the return on tasks of the run's "
+        "training stream (not the held-out tasks); recorded in evaluation.json",
+    )
     video = commands.add_parser("video", help="video of rollouts before and after adaptation")
     _add_adaptation_arguments(video, num_tasks=2)
     video.add_argument(
@@ -418,11 +431,19 @@ def adaptation_settings(args: argparse.Namespace):  # noqa: ANN201 - imported la
 
 
 def command_evaluate(args: argparse.Namespace) -> None:
-    from metarl.evaluation import TABLE_FILE, evaluate, load_run, write_evaluation
+    from metarl.components import make_family
+    from metarl.evaluation import TABLE_FILE, evaluate, load_run, paper_curve, write_evaluation
 
+    if args.inner_lr_grid and args.inner_lr is not None:
+        raise UsageError("--inner-lr-grid: cannot be combined with --inner-lr")
     compare = [_read_curve(path) for path in args.compare]
     run = load_run(args.run, args.checkpoint)
-    evaluation = evaluate(run, adaptation_settings(args))
+    if args.paper:
+        try:
+            compare.append(paper_curve(run.config, make_family(run.config).preset))
+        except ValueError as error:
+            raise UsageError(f"--paper: {error}") from None
+    evaluation = evaluate(run, adaptation_settings(args), args.inner_lr_grid or ())
     paths = write_evaluation(evaluation, args.out or run.output_dir(), compare)
     print(paths[TABLE_FILE].read_text(), end="")
     print(f"wrote {', '.join(map(str, paths.values()))}", file=sys.stderr)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,9 @@ from metarl.agents.common.policies import GaussianMLPPolicy, Params
 from metarl.agents.common.sampling import BatchSampler
 from metarl.agents.maml_trpo import MAMLTRPO
 from metarl.checkpoint import find_checkpoint, load_checkpoint
-from metarl.components import build_policy, held_out_seeds, make_family
+from metarl.components import build_policy, derived_seeds, held_out_seeds, make_family
 from metarl.config import Config, validate_config
+from metarl.paper import PAPER
 
 EVALUATION_FILE = "evaluation.json"
 TABLE_FILE = "evaluation.md"
@@ -113,8 +114,20 @@ def adapt_to_held_out_tasks(
     (α per step), and again, ``settings.num_steps`` times."""
     family = held_out_family(config, settings.seed)
     tasks = family.sample_tasks(settings.num_tasks)
-    seeds = held_out_seeds(settings.seed)
-    sampler = BatchSampler(family, settings.trajectories(config), seeds["sampler"])
+    sampler_seed = held_out_seeds(settings.seed)["sampler"]
+    return adapt_to_tasks(config, policy, settings, family, tasks, sampler_seed)
+
+
+def adapt_to_tasks(
+    config: Config,
+    policy: GaussianMLPPolicy,
+    settings: AdaptationSettings,
+    family: envs.TaskFamily,
+    tasks: list[envs.Task],
+    sampler_seed: int,
+) -> HeldOutAdaptation:
+    """Adapt ``policy`` to ``tasks`` of ``family`` as :func:`adapt_to_held_out_tasks` does."""
+    sampler = BatchSampler(family, settings.trajectories(config), sampler_seed)
     agent = MAMLTRPO(policy, config.algorithm)
     params: Params = policy.meta_parameters()
     steps = []
@@ -158,6 +171,8 @@ class Evaluation:
     step_sizes: list[float]
     tasks: list[envs.Task]
     returns: list[list[float]]  # [step][task]
+    method: str = "maml"  # or the baseline's: pretrained, oracle, random
+    step_size_choice: dict[str, Any] | None = None  # StepSizeChoice, when chosen from a grid
 
     @property
     def steps(self) -> list[int]:
@@ -173,7 +188,8 @@ class Evaluation:
         return [standard_error(r) for r in self.returns]
 
     def curve(self) -> Curve:
-        return Curve(self.label, self.preset, self.mean, self.stderr)
+        label = self.label if self.method == "maml" else f"{self.label} ({self.method})"
+        return Curve(label, self.preset, self.mean, self.stderr)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "steps": self.steps, "mean": self.mean, "stderr": self.stderr}
@@ -186,9 +202,45 @@ def standard_error(values: Sequence[float]) -> float:
     return float(np.std(values, ddof=1) / math.sqrt(len(values)))
 
 
-def evaluate(run: LoadedRun, settings: AdaptationSettings) -> Evaluation:
-    """Adapt ``run``'s policy to held-out tasks per the paper's protocol."""
+@dataclass
+class StepSizeChoice:
+    """The first step size chosen from a grid on tasks of the run's training stream."""
+
+    grid: list[float]
+    scores: list[float]  # per α: mean return after steps 1..K on those tasks
+    chosen: float
+    num_tasks: int
+    tasks: str = "the first tasks of the run's training stream, never the held-out ones"
+
+
+def choose_step_size(
+    run: LoadedRun, settings: AdaptationSettings, grid: Sequence[float], num_tasks: int = 10
+) -> StepSizeChoice:
+    """Score each first step size of ``grid`` (later steps: half of it, or ``later_inner_lr``)
+    by the mean return after steps 1..K on ``num_tasks`` tasks of the run's training stream,
+    and choose the best: the honest way to tune a method's fine-tuning step size."""
+    seeds = derived_seeds(run.config.train.seed)
+    family = make_family(run.config, seed=seeds["tasks"])
+    tasks = family.sample_tasks(num_tasks)
+    scores = []
+    for step_size in grid:
+        trial = replace(settings, inner_lr=step_size, num_tasks=num_tasks)
+        adapted = adapt_to_tasks(run.config, run.policy, trial, family, tasks, seeds["sampler"])
+        scores.append(float(np.mean([e.mean_return() for _, e in adapted.steps[1:]])))
+    best = max(range(len(grid)), key=scores.__getitem__)
+    return StepSizeChoice(list(grid), scores, grid[best], num_tasks)
+
+
+def evaluate(
+    run: LoadedRun, settings: AdaptationSettings, step_size_grid: Sequence[float] = ()
+) -> Evaluation:
+    """Adapt ``run``'s policy to held-out tasks per the paper's protocol (with the first step
+    size chosen from ``step_size_grid`` by :func:`choose_step_size`, if given)."""
     config = run.config
+    choice = None
+    if step_size_grid and settings.num_steps > 0:
+        choice = choose_step_size(run, settings, step_size_grid)
+        settings = replace(settings, inner_lr=choice.chosen)
     adapted = adapt_to_held_out_tasks(config, run.policy, settings)
     return Evaluation(
         label=run.name,
@@ -201,7 +253,21 @@ def evaluate(run: LoadedRun, settings: AdaptationSettings) -> Evaluation:
         step_sizes=settings.step_sizes(config),
         tasks=adapted.tasks,
         returns=[episodes.returns_per_task().tolist() for _, episodes in adapted.steps],
+        method=config.baseline.method if config.baseline else "maml",
+        step_size_choice=asdict(choice) if choice else None,
     )
+
+
+def paper_curve(config: Config, preset: str) -> Curve:
+    """The paper's published returns for the run's family and method, as a curve (no error
+    bars); raises ``ValueError`` where the paper has none (other presets, AntGoal)."""
+    method = config.baseline.method if config.baseline else "maml"
+    if preset != "original":
+        raise ValueError(f"the paper's numbers hold for the original preset, not {preset!r}")
+    if config.env.family not in PAPER:
+        raise ValueError(f"the paper reports no {config.env.family} numbers")
+    returns = list(PAPER[config.env.family].returns(method))
+    return Curve(f"paper: {method}", "original", returns, [0.0] * len(returns))
 
 
 def markdown_table(curves: Sequence[Curve]) -> str:
@@ -254,6 +320,14 @@ def write_evaluation(
     tasks = f"{evaluation.family}: {len(evaluation.tasks)} held-out tasks (seed {evaluation.seed})"
     sizes = ", ".join(f"{size:g}" for size in evaluation.step_sizes)
     sampling = f"{evaluation.num_trajectories} trajectories per task and step, α = {sizes}"
-    paths[TABLE_FILE].write_text(f"{tasks}; {sampling}\n\n{markdown_table(curves)}")
+    choice = evaluation.step_size_choice
+    chosen = ""
+    if choice is not None:
+        scores = ", ".join(f"{a:g}: {v:.2f}" for a, v in zip(choice["grid"], choice["scores"]))
+        chosen = (
+            f"\n\nFirst step size chosen on {choice['num_tasks']} tasks of the training stream "
+            f"(mean return after steps 1..K per α: {scores})."
+        )
+    paths[TABLE_FILE].write_text(f"{tasks}; {sampling}{chosen}\n\n{markdown_table(curves)}")
     plot_curves(curves, paths[PLOT_FILE], f"{tasks}\n{sampling}")
     return paths

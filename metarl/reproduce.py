@@ -41,23 +41,9 @@ from metarl.evaluation import (
     write_evaluation,
 )
 from metarl.logging import read_metrics
+from metarl.paper import PAPER, PaperRow
 from metarl.plotting import plot_learning_curves, read_run
 from metarl.training import Trainer
-
-
-@dataclass(frozen=True)
-class PaperRow:
-    """The paper's published returns after 0..3 steps (oracle: one number, no adaptation)."""
-
-    maml: tuple[float, ...]
-    pretrained: tuple[float, ...]
-    random: tuple[float, ...]
-    oracle: float
-
-    @property
-    def one_step_criterion(self) -> float:
-        """MAML's return after one step less 10% of the range from random to oracle."""
-        return self.maml[1] - 0.1 * (self.oracle - self.random[1])
 
 
 @dataclass(frozen=True)
@@ -88,50 +74,31 @@ TASKS = {
         40,
         (1, 2, 3),
         baselines=NAVIGATION_BASELINES,
-        paper=PaperRow(
-            (-40.4, -11.7, -3.3, -3.2),
-            (-40.8, -19.7, -11.7, -8.5),
-            (-82.7, -58.0, -53.8, -46.8),
-            -2.3,
-        ),
+        paper=PAPER["Navigation2D"],
     ),
     "halfcheetah_vel": Task(
         "HalfCheetah velocity",
         "halfcheetah_vel",
         20,
-        paper=PaperRow(
-            (-129.5, -78.6, -66.6, -60.8),
-            (-158.0, -135.4, -128.5, -133.6),
-            (-255.0, -254.0, -247.0, -231.0),
-            -54.5,
-        ),
+        paper=PAPER["HalfCheetahVel"],
     ),
     "halfcheetah_dir": Task(
         "HalfCheetah direction",
         "halfcheetah_dir",
         20,
-        paper=PaperRow(
-            (-50.7, 293.2, 313.5, 315.7),
-            (-43.0, -24.8, -12.9, 19.6),
-            (-35.7, 21.8, 62.3, 86.2),
-            442.7,
-        ),
+        paper=PAPER["HalfCheetahDir"],
     ),
     "ant_vel": Task(
         "Ant velocity",
         "ant_vel",
         20,
-        paper=PaperRow(
-            (30.6, 96.7, 100.1, 101.4), (-1.8, 6.1, 8.5, 9.5), (-79.0, -63.0, -49.0, -36.0), 107.9
-        ),
+        paper=PAPER["AntVel"],
     ),
     "ant_dir": Task(
         "Ant direction",
         "ant_dir",
         40,
-        paper=PaperRow(
-            (8.7, 499.2, 500.7, 499.1), (3.2, 1.3, 6.5, 6.9), (3.1, 9.3, 16.0, 26.1), 524.8
-        ),
+        paper=PAPER["AntDir"],
     ),
     "ant_goal": Task("Ant goal position", "ant_goal", 20),
 }

@@ -179,6 +179,11 @@ CASES = {
     "train-with-baseline-section": Case(
         [*NEW, "--set", "baseline.method=pretrained"], "baseline: a section for metarl baseline"
     ),
+    "evaluate-grid-and-inner-lr": Case(
+        ["evaluate", "{tmp}/run", "--inner-lr-grid", "0.1", "0.2", "--inner-lr", "0.1"],
+        "--inner-lr-grid: cannot be combined with --inner-lr",
+        copy_run(),
+    ),
     # run directories
     "existing-run-dir": Case(NEW, "pass --overwrite to replace it", write("new/metrics.jsonl", "")),
     "run-dir-is-a-file": Case(NEW, "exists and is not a directory", write("new", "")),

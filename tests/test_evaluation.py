@@ -8,17 +8,20 @@ import statistics
 from pathlib import Path
 
 import imageio.v2 as imageio
+import numpy as np
 import pytest
 import torch
 
 from metarl.agents.common.sampling import BatchSampler
 from metarl.cli import main
+from metarl.config import load_config
 from metarl.evaluation import (
     AdaptationSettings,
     evaluate,
     held_out_family,
     held_out_seeds,
     load_run,
+    paper_curve,
 )
 from metarl.training import Trainer
 from tests.tiny_runs import train_tiny_run
@@ -105,3 +108,41 @@ def test_compare_overlays_other_runs(run_dir: Path, tmp_path: Path) -> None:
     ]
     assert rows[1].endswith(f"{data['mean'][2]:.2f} ± {data['stderr'][2]:.2f} |")
     assert read_json(out / "evaluation.json")["label"] == "run/last"
+
+
+def test_step_size_grid_is_scored_on_training_tasks_and_recorded(run_dir: Path) -> None:
+    run = load_run(run_dir)
+    settings = AdaptationSettings(num_tasks=4, num_trajectories=3, num_steps=2)
+    plain = evaluate(run, settings)
+    tuned = evaluate(run, settings, step_size_grid=[0.05, 0.3, 1.5])
+    choice = tuned.step_size_choice
+    assert choice is not None and choice["grid"] == [0.05, 0.3, 1.5]
+    assert choice["chosen"] == choice["grid"][int(np.argmax(choice["scores"]))]
+    assert tuned.step_sizes == [choice["chosen"], choice["chosen"] / 2]
+    assert tuned.tasks == plain.tasks  # the reported tasks stay the held-out ones
+    assert tuned.returns[0] == plain.returns[0]
+
+
+def test_paper_curve_is_overlaid(run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["evaluate", str(run_dir), *SMALL, "--out", str(out), "--paper"]) == 0
+    rows = (out / "evaluation.md").read_text().splitlines()
+    paper = (
+        "| paper: maml | original | -40.40 ± 0.00 | -11.70 ± 0.00 | -3.30 ± 0.00 | -3.20 ± 0.00 |"
+    )
+    assert rows[-1] == paper
+
+
+@pytest.mark.parametrize(
+    ("family", "preset", "message"),
+    [
+        ("HalfCheetahVel", "gymnasium", "hold for the original preset, not 'gymnasium'"),
+        ("AntGoal", "original", "reports no AntGoal numbers"),
+    ],
+)
+def test_paper_curve_only_where_the_paper_has_numbers(family: str, preset: str, message: str):
+    config = load_config(None, [f"env.family={family}"])
+    with pytest.raises(ValueError, match=message):
+        paper_curve(config, preset)
+    oracle = load_config(None, ["env.family=HalfCheetahVel", "baseline.method=oracle"])
+    assert paper_curve(oracle, "original").mean == [-54.5]
