@@ -59,9 +59,10 @@ def make_model(
         "verbose": 0,
     }
     batch = env.num_envs * steps_per_slot
+    minibatch = next(size for size in range(min(batch, 2048), 0, -1) if batch % size == 0)
     if algorithm == "trpo":
-        return TRPO(**common, target_kl=max_kl, cg_max_steps=10, batch_size=min(batch, 2048))
-    return PPO(**common, batch_size=min(batch, 2048))
+        return TRPO(**common, target_kl=max_kl, cg_max_steps=10, batch_size=minibatch)
+    return PPO(**common, batch_size=minibatch)
 
 
 def copy_actor(actor: ActorCriticPolicy, policy: GaussianMLPPolicy) -> GaussianMLPPolicy:
