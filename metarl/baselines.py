@@ -25,7 +25,7 @@ from metarl.checkpoint import CheckpointError, atomic_write_bytes, save_checkpoi
 from metarl.components import build_policy, derived_seeds, make_family
 from metarl.config import BaselineConfig, Config
 from metarl.logging import MetricsLog
-from metarl.training import write_resolved_config
+from metarl.training import IterationHook, write_resolved_config
 
 MODEL_FILE = "sb3_model.zip"
 NEVER_DUMP_LOGS = 2**31  # SB3 keeps its last logged values for us to read instead
@@ -128,8 +128,9 @@ class BaselineTrainer:
             trainer.model = load_model(algorithm, io.BytesIO(path.read_bytes()), trainer.env)
         return trainer
 
-    def train(self, progress: bool = True) -> None:
-        """Update until ``total_steps`` environment steps (``random``: save the initial policy)."""
+    def train(self, progress: bool = True, on_iteration: IterationHook | None = None) -> None:
+        """Update until ``total_steps`` environment steps (``random``: save the initial policy),
+        calling ``on_iteration`` with each update's record."""
         if self.model is None:
             self.save(-math.inf)
             return
@@ -140,6 +141,8 @@ class BaselineTrainer:
             while self.iteration < total:
                 record = self.update()
                 bar.update(1)
+                if on_iteration is not None:
+                    on_iteration(record)
                 if progress:
                     bar.write(
                         f"update {record['iteration']:5d} | return {record['return']:9.2f} | "

@@ -174,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", type=Path, metavar="RUN_DIR", help="continue the baseline run in RUN_DIR"
     )
     baseline.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_tracking_arguments(baseline)
     reproduce = commands.add_parser(
         "reproduce",
         help="one row of the paper's table: train (or resume), evaluate, rewrite docs/results.md",
@@ -517,7 +518,9 @@ def baseline_overrides(args: argparse.Namespace) -> list[str]:
 
 def command_baseline(args: argparse.Namespace) -> None:
     from metarl.baselines import BaselineTrainer
+    from metarl.tracking import TrackingOptions, tracking
 
+    options = TrackingOptions.from_args(args) if args.track else None  # before writing anything
     if args.resume is not None:
         if args.run_dir is not None or args.overwrite:
             raise UsageError("--resume: --run-dir and --overwrite cannot be combined with it")
@@ -536,7 +539,8 @@ def command_baseline(args: argparse.Namespace) -> None:
         prepare_run_dir(run_dir, args.overwrite)
         trainer.write_config()
     print(f"run directory: {trainer.run_dir}", file=sys.stderr)
-    trainer.train(progress=not args.no_progress)
+    with tracking(trainer, options) as on_iteration:
+        trainer.train(progress=not args.no_progress, on_iteration=on_iteration)
 
 
 def command_reproduce(args: argparse.Namespace) -> None:

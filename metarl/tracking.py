@@ -17,15 +17,17 @@ import contextlib
 import netrc
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from metarl.config import run_name
+from metarl.agents.common.policies import GaussianMLPPolicy
+from metarl.config import Config, run_name
+from metarl.envs import TaskFamily
 from metarl.evaluation import PLOT_FILE, AdaptationSettings, LoadedRun, evaluate, write_evaluation
 from metarl.logging import grouped_name
-from metarl.training import IterationHook, Trainer
+from metarl.training import IterationHook
 from metarl.video import record_adaptation
 
 ALGORITHM = "maml_trpo"
@@ -77,10 +79,35 @@ def has_credentials(environ: Mapping[str, str] = os.environ) -> bool:
         return False
 
 
-class WandbTracker:
-    """One W&B run mirroring a :class:`Trainer`'s metrics, videos and final evaluation."""
+class TrackedRun(Protocol):
+    """What tracking reads of a run: a MAML :class:`~metarl.training.Trainer` or a
+    :class:`~metarl.baselines.BaselineTrainer`."""
 
-    def __init__(self, trainer: Trainer, options: TrackingOptions) -> None:
+    config: Config
+    family: TaskFamily
+    policy: GaussianMLPPolicy
+    run_dir: Path
+    iteration: int
+    env_steps: int
+
+    def checkpoint_path(self, name: str) -> Path: ...
+
+
+def algorithm_tag(config: Config) -> str:
+    """``maml_trpo``, or the baseline's learner and method (``sb3_trpo_pretrained``)."""
+    baseline = config.baseline
+    return ALGORITHM if baseline is None else f"sb3_{baseline.algorithm}_{baseline.method}"
+
+
+def is_oracle(config: Config) -> bool:
+    """Whether the run is the oracle baseline (told the task: never adapted)."""
+    return config.baseline is not None and config.baseline.method == "oracle"
+
+
+class WandbTracker:
+    """One W&B run mirroring a training run's metrics, videos and final evaluation."""
+
+    def __init__(self, trainer: TrackedRun, options: TrackingOptions) -> None:
         import wandb
 
         self.wandb = wandb
@@ -93,7 +120,7 @@ class WandbTracker:
             entity=options.entity,
             group=options.group,
             name=run_name(trainer.config, trainer.family.preset),
-            tags=[trainer.config.env.family, trainer.family.preset, ALGORITHM],
+            tags=[trainer.config.env.family, trainer.family.preset, algorithm_tag(trainer.config)],
             config=config,
             mode=options.mode,  # type: ignore[arg-type]
             dir=trainer.run_dir,
@@ -119,7 +146,8 @@ class WandbTracker:
         """An adaptation video of the current policy on a few held-out tasks, adapted with as many
         inner steps as in training."""
         path = self.trainer.run_dir / "videos" / f"adaptation_{iteration:05d}.mp4"
-        num_steps = self.trainer.config.algorithm.num_inner_steps
+        config = self.trainer.config
+        num_steps = 0 if is_oracle(config) else config.algorithm.num_inner_steps
         settings = AdaptationSettings(num_tasks=VIDEO_TASKS, num_steps=num_steps)
         stats = record_adaptation(self.trainer.config, self.trainer.policy, settings, path)
         return {
@@ -136,7 +164,10 @@ class WandbTracker:
     def evaluation(self) -> dict[str, Any]:
         trainer = self.trainer
         run = LoadedRun(trainer.config, trainer.policy, trainer.checkpoint_path("last.pt"))
-        result = evaluate(run, AdaptationSettings(num_tasks=self.options.eval_tasks))
+        settings = AdaptationSettings(num_tasks=self.options.eval_tasks)  # 0..3 steps
+        if is_oracle(trainer.config):
+            settings = replace(settings, num_steps=0)
+        result = evaluate(run, settings)
         paths = write_evaluation(result, run.output_dir())
         table = self.wandb.Table(columns=["steps", "mean", "stderr"])
         for step, mean, stderr in zip(result.steps, result.mean, result.stderr):
@@ -150,7 +181,9 @@ class WandbTracker:
 
 
 @contextlib.contextmanager
-def tracking(trainer: Trainer, options: TrackingOptions | None) -> Iterator[IterationHook | None]:
+def tracking(
+    trainer: TrackedRun, options: TrackingOptions | None
+) -> Iterator[IterationHook | None]:
     """The ``on_iteration`` hook of a W&B run (None without ``options``); the run is finished
     (with the final evaluation) when training ends, or marked failed on an error."""
     if options is None:

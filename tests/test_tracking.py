@@ -10,6 +10,7 @@ import pytest
 import yaml
 from wandb.proto import wandb_internal_pb2
 
+from metarl.cli import main
 from metarl.logging import read_metrics
 from metarl.tracking import wandb_mode
 from tests.tiny_runs import train_tiny_run
@@ -41,6 +42,18 @@ def read_records(path: Path) -> list[wandb_internal_pb2.Record]:
     return records
 
 
+def read_history(records: list[wandb_internal_pb2.Record]) -> list[dict]:
+    """The logged history rows, nested keys joined with '/'."""
+    return [
+        {
+            item.key or "/".join(item.nested_key): json.loads(item.value_json)
+            for item in record.history.item
+        }
+        for record in records
+        if record.HasField("history")
+    ]
+
+
 @pytest.fixture
 def offline_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No credentials, no network: W&B must choose offline mode by itself."""
@@ -65,14 +78,7 @@ def test_offline_run_holds_config_metrics_and_videos(tmp_path: Path, offline_wan
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert {key: config[key] for key in saved} == saved
 
-    history = [
-        {
-            item.key or "/".join(item.nested_key): json.loads(item.value_json)
-            for item in r.history.item
-        }
-        for r in records
-        if r.HasField("history")
-    ]
+    history = read_history(records)
     metrics = read_metrics(run_dir)
     assert [h["_step"] for h in history] == [1, 2]
     for logged, record in zip(history, metrics):
@@ -90,6 +96,25 @@ def test_offline_run_holds_config_metrics_and_videos(tmp_path: Path, offline_wan
         reader = imageio.get_reader(video)
         assert len(list(reader.iter_data())) == 10  # the horizon
         reader.close()
+
+
+def test_offline_baseline_run_is_tagged_and_logs_its_updates(
+    tmp_path: Path, offline_wandb: None
+) -> None:
+    run_dir = tmp_path / "oracle"
+    flags = ["--steps", "800", "--steps-per-update", "400", "--set", "policy.hidden_sizes=[8]"]
+    tracked = ["--track", "--eval-tasks", "2", "--no-progress", "--run-dir", str(run_dir)]
+    assert main(["baseline", "oracle", *flags, *tracked]) == 0
+    (log,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
+    records = read_records(log)
+    (run,) = [r.run for r in records if r.HasField("run")]
+    assert list(run.tags) == ["Navigation2D", "original", "sb3_trpo_oracle"]
+    history = read_history(records)
+    metrics = read_metrics(run_dir)
+    assert [h["_step"] for h in history] == [1, 2]
+    assert [h["progress/return"] for h in history] == pytest.approx([m["return"] for m in metrics])
+    assert set(history[-1]) >= {"eval/return_step0", "eval/plot/_type"}
+    assert "eval/return_step1" not in history[-1]  # the oracle is never adapted
 
 
 @pytest.mark.parametrize(
