@@ -192,6 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a key of the bundled config (repeatable)",
     )
     reproduce.add_argument(
+        "--baseline-set",
+        dest="baseline_overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key of the stable-baselines3 baselines only, e.g. "
+        "baseline.total_steps=6000000 (repeatable)",
+    )
+    reproduce.add_argument(
         "--runs-dir",
         type=Path,
         default=Path("runs/reproduce"),
@@ -547,7 +556,13 @@ def command_reproduce(args: argparse.Namespace) -> None:
     from metarl.reproduce import reproduce
 
     results = reproduce(
-        args.task, args.runs_dir, args.docs, args.seeds, args.overrides, args.progress
+        args.task,
+        args.runs_dir,
+        args.docs,
+        args.seeds,
+        args.overrides,
+        args.progress,
+        args.baseline_overrides,
     )
     print(f"wrote {results} and {args.docs / 'results'}/{args.task}*", file=sys.stderr)
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from metarl.baselines import BaselineTrainer
 from metarl.checkpoint import load_checkpoint, save_checkpoint
 from metarl.config import (
     Config,
@@ -45,6 +46,18 @@ from metarl.paper import PAPER, PaperRow
 from metarl.plotting import plot_learning_curves, read_run
 from metarl.training import Trainer
 
+# The paper's navigation "pretrained" was its MAML code with no inner step; the oracle is the same
+# TRPO told the goal.  Its locomotion baselines were plain TRPO on all tasks: SB3's here.  Every
+# task also gets "random": the untrained policy, fine-tuned.
+NAVIGATION_BASELINES = {
+    "pretrained": ("algorithm.num_inner_steps=0",),
+    "oracle": ("algorithm.num_inner_steps=0", "env.kwargs.oracle=true"),
+}
+SB3_BASELINES = {
+    "pretrained": ("baseline.method=pretrained",),
+    "oracle": ("baseline.method=oracle", "env.kwargs.oracle=true"),
+}
+
 
 @dataclass(frozen=True)
 class Task:
@@ -55,16 +68,12 @@ class Task:
     num_trajectories: int  # per task and step at evaluation
     seeds: tuple[int, ...] = (1,)
     paper: PaperRow | None = None
-    # Baselines trained by metarl's own loop on the first seed: method -> config overrides.
-    baselines: dict[str, tuple[str, ...]] = field(default_factory=dict)
-
-
-# The paper's navigation "pretrained" was its MAML code with no inner step; the oracle is the same
-# TRPO told the goal.  Every task also gets "random": the untrained policy, fine-tuned.
-NAVIGATION_BASELINES = {
-    "pretrained": ("algorithm.num_inner_steps=0",),
-    "oracle": ("algorithm.num_inner_steps=0", "env.kwargs.oracle=true"),
-}
+    # Baselines trained on the first seed: method -> config overrides (with a baseline section:
+    # stable-baselines3's TRPO, metarl baseline; without: metarl's own loop).
+    baselines: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(SB3_BASELINES))
+    # first step sizes tried for the fine-tuned baselines (pretrained, random), chosen on tasks
+    # of their training stream; MAML keeps its own α, as in the paper
+    step_size_grid: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
 TASKS = {
@@ -74,6 +83,7 @@ TASKS = {
         40,
         (1, 2, 3),
         baselines=NAVIGATION_BASELINES,
+        step_size_grid=(0.1, 0.25, 0.5, 1.0, 2.0),
         paper=PAPER["Navigation2D"],
     ),
     "halfcheetah_vel": Task(
@@ -120,25 +130,38 @@ def run_config(task: Task, seed: int, overrides: Sequence[str]) -> Config:
 
 
 def train_or_resume(config: Config, run_dir: Path, progress: bool) -> None:
-    """Train ``config`` in ``run_dir``: from scratch if it holds no checkpoint, else resumed
-    (a run already at ``train.num_iterations`` is left as it is).  A run of another config is
-    an error, not overwritten."""
+    """Train ``config`` in ``run_dir`` (MAML, or the baseline its ``baseline`` section names):
+    from scratch if it holds no checkpoint, else resumed; a finished run is left as it is, and
+    a run of another config is an error, not overwritten."""
     last = run_dir / "checkpoints" / "last.pt"
+    state = None
     if last.is_file():
         state = load_checkpoint(last)
-        saved = validate_config(state["config"])
-        differing = config_differences(saved, config)
+        differing = config_differences(validate_config(state["config"]), config)
+        if config.baseline is not None and "baseline.total_steps" in differing:
+            differing.remove("baseline.total_steps")  # a longer budget continues the run
         if differing:
             raise ConfigError(
                 f"{run_dir} holds a run of another config (differs in {', '.join(differing)}); "
                 "move it away or pass the same --set flags"
             )
+    elif run_dir.is_dir() and any(run_dir.iterdir()):
+        raise ConfigError(f"{run_dir}: not empty but holds no checkpoint; move it away")
+    if config.baseline is not None:
+        baseline = BaselineTrainer(config, run_dir)
+        if state is not None:
+            if state["env_steps"] >= baseline.total_steps:
+                return
+            baseline = BaselineTrainer.resume(run_dir, config, state)
+        else:
+            baseline.write_config()
+        baseline.train(progress=progress)
+        return
+    if state is not None:
         if state["iteration"] >= config.train.num_iterations:
             return
         trainer = Trainer.resume(run_dir, config, state)
     else:
-        if run_dir.is_dir() and any(run_dir.iterdir()):
-            raise ConfigError(f"{run_dir}: not empty but holds no checkpoint; move it away")
         trainer = Trainer(config, run_dir)
         trainer.write_config()
     trainer.train(config.train.num_iterations, progress=progress)
@@ -154,15 +177,21 @@ def write_untrained(config: Config, run_dir: Path) -> None:
         save_checkpoint(trainer.checkpoint_path("last.pt"), trainer.state_dict())
 
 
-def evaluate_run(task: Task, run_dir: Path, num_steps: int = NUM_EVAL_STEPS) -> Evaluation:
-    """The paper's protocol on the run's last checkpoint: 40 held-out tasks, 0..3 steps."""
+def evaluate_run(
+    task: Task,
+    run_dir: Path,
+    num_steps: int = NUM_EVAL_STEPS,
+    step_size_grid: Sequence[float] = (),
+) -> Evaluation:
+    """The paper's protocol on the run's last checkpoint: 40 held-out tasks, 0..3 steps (the
+    first step size chosen from ``step_size_grid`` on training-stream tasks, if given)."""
     settings = AdaptationSettings(
         num_tasks=NUM_EVAL_TASKS,
         num_trajectories=task.num_trajectories,
         num_steps=num_steps,
         seed=EVAL_SEED,
     )
-    evaluation = evaluate(load_run(run_dir, "last"), settings)
+    evaluation = evaluate(load_run(run_dir, "last"), settings, step_size_grid)
     write_evaluation(evaluation, run_dir / "evaluation")
     return evaluation
 
@@ -174,8 +203,11 @@ def reproduce(
     seeds: Sequence[int] | None = None,
     overrides: Sequence[str] = (),
     progress: bool = False,
+    baseline_overrides: Sequence[str] = (),
 ) -> Path:
-    """Train, evaluate and document one task (``TASKS[name]``); returns ``results.md``."""
+    """Train, evaluate and document one task (``TASKS[name]``); returns ``results.md``.
+    ``overrides`` apply to every run, ``baseline_overrides`` to the stable-baselines3 ones
+    (e.g. ``baseline.total_steps``)."""
     task = TASKS[name]
     seeds = tuple(seeds or task.seeds)
     configs = {seed: run_config(task, seed, overrides) for seed in seeds}  # all checked first
@@ -185,8 +217,12 @@ def reproduce(
         train_or_resume(config, run_dir, progress)
         wall = sum(r.get("time_iteration") or 0.0 for r in read_metrics(run_dir))
         results.append(SeedResult(seed, run_dir, evaluate_run(task, run_dir), wall))
-    baselines = run_baselines(name, task, seeds[0], runs_dir, overrides, progress)
-    command = " ".join(["metarl reproduce", name, *_flags(seeds, task, overrides)])
+    baselines = run_baselines(
+        name, task, seeds[0], runs_dir, overrides, progress, baseline_overrides
+    )
+    flags = _flags(seeds, task, overrides)
+    flags += [p for o in baseline_overrides for p in ("--baseline-set", shlex.quote(o))]
+    command = " ".join(["metarl reproduce", name, *flags])
     return write_section(name, task, configs[seeds[0]], results, baselines, docs_dir, command)
 
 
@@ -197,17 +233,24 @@ def run_baselines(
     runs_dir: Path,
     overrides: Sequence[str],
     progress: bool,
+    baseline_overrides: Sequence[str] = (),
 ) -> dict[str, Evaluation]:
-    """Train (or resume) the task's baselines on ``seed`` and evaluate them with MAML's
-    protocol and step sizes; the oracle is evaluated without adaptation."""
+    """Train (or resume) the task's baselines on ``seed`` and evaluate them with the paper's
+    protocol: the oracle without adaptation, the others with their first step size chosen
+    from the task's grid (``baseline_overrides`` apply to the stable-baselines3 ones)."""
     evaluations = {}
     for method, method_overrides in task.baselines.items():
         run_dir = runs_dir / name / f"{method}-seed{seed}"
-        train_or_resume(run_config(task, seed, [*overrides, *method_overrides]), run_dir, progress)
-        evaluations[method] = evaluate_run(task, run_dir, 0 if method == "oracle" else 3)
+        extra = baseline_overrides if method_overrides[0].startswith("baseline.") else ()
+        config = run_config(task, seed, [*overrides, *method_overrides, *extra])
+        train_or_resume(config, run_dir, progress)
+        if method == "oracle":
+            evaluations[method] = evaluate_run(task, run_dir, 0)
+        else:
+            evaluations[method] = evaluate_run(task, run_dir, step_size_grid=task.step_size_grid)
     random_dir = runs_dir / name / f"random-seed{seed}"
     write_untrained(run_config(task, seed, overrides), random_dir)
-    evaluations["random"] = evaluate_run(task, random_dir)
+    evaluations["random"] = evaluate_run(task, random_dir, step_size_grid=task.step_size_grid)
     return evaluations
 
 
@@ -270,7 +313,13 @@ def write_section(
         "spread_kind": spread_kind,
         "criterion_one_step": task.paper.one_step_criterion if task.paper else None,
         "baselines": {
-            method: {"mean": e.mean, "stderr": e.stderr, "step_sizes": e.step_sizes}
+            method: {
+                "mean": e.mean,
+                "stderr": e.stderr,
+                "step_sizes": e.step_sizes,
+                "step_size_choice": e.step_size_choice,
+                "config": e.config,
+            }
             for method, e in baselines.items()
         },
         "seeds": [
@@ -339,21 +388,35 @@ def _baselines_note(task: Task, record: dict[str, Any]) -> list[str]:
     baselines = record["baselines"]
     if not baselines:
         return []
-    made = {
-        "pretrained": "`pretrained` is the same TRPO with no inner step "
-        "(`algorithm.num_inner_steps=0`, as the paper's navigation baseline)",
-        "oracle": "`oracle` that TRPO told the task (`env.kwargs.oracle=true`), evaluated "
-        "without adaptation",
-        "random": "`random` the untrained policy of the seed",
-    }
-    sizes = ", ".join(f"{size:g}" for size in baselines["random"]["step_sizes"])
-    parts = [made[method] for method in ("pretrained", "oracle", "random") if method in baselines]
+    parts = []
+    for method in ("pretrained", "oracle"):
+        if method in baselines:
+            parts.append(f"`{method}`: {_how_trained(baselines[method]['config'])}")
+    parts.append("`random`: the untrained initial policy of the seed")
+    chosen = [
+        f"{method} {baselines[method]['step_size_choice']['chosen']:g}"
+        for method in ("pretrained", "random")
+        if method in baselines and baselines[method]["step_size_choice"]
+    ]
+    grid = ", ".join(f"{size:g}" for size in task.step_size_grid)
     return [
         "",
-        f"Baselines, seed {record['seeds'][0]['seed']}, trained like MAML for "
-        f"{record['seeds'][0]['iterations']} iterations where trained: {'; '.join(parts)}. "
-        f"They are fine-tuned with MAML's step sizes ({sizes}), not tuned per method.",
+        f"Baselines (seed {record['seeds'][0]['seed']}): {'; '.join(parts)}. The oracle is told "
+        f"the task and not adapted; pretrained and random are fine-tuned with the first step "
+        f"size chosen from ({grid}) on 10 tasks of their training stream ({', '.join(chosen)}; "
+        "later steps half of it); MAML keeps its own α, as in the paper.",
     ]
+
+
+def _how_trained(config: dict[str, Any]) -> str:
+    baseline = config.get("baseline")
+    told = " told the task" if config["env"]["kwargs"].get("oracle") else ""
+    if baseline is None:
+        iterations = config["train"]["num_iterations"]
+        return f"metarl's TRPO{told} with no inner step, {iterations} iterations"
+    steps = baseline["total_steps"]
+    budget = f"{steps:,} steps" if steps else "the paper's budget"
+    return f"{baseline['algorithm'].upper()} (stable-baselines3){told} on all tasks, {budget}"
 
 
 def _row(label: str, values: Sequence[float], spread: Sequence[float] | None = None) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from metarl.checkpoint import load_checkpoint
 from metarl.cli import main
 from metarl.logging import read_metrics
 from metarl.reproduce import TASKS, replace_section
@@ -60,6 +61,28 @@ def test_tiny_reproduction_trains_resumes_and_rewrites_its_section(tmp_path: Pat
     assert "oracle: true" in oracle_config and "num_inner_steps: 0" in oracle_config
     for figure in ("navigation_adaptation.png", "navigation_learning_curve.png"):
         assert (docs / "results" / figure).stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_locomotion_baselines_are_stable_baselines3_runs(tmp_path: Path) -> None:
+    settings = ["train.num_iterations=1", *TINY]
+    flags = [part for setting in settings for part in ("--set", setting)]
+    budget = ["baseline.total_steps=400", "baseline.steps_per_update=200"]
+    flags += [part for setting in budget for part in ("--baseline-set", setting)]
+    argv = ["reproduce", "halfcheetah_vel", *flags, "--runs-dir", str(tmp_path / "runs")]
+    assert main([*argv, "--docs", str(tmp_path / "docs")]) == 0
+    runs = tmp_path / "runs" / "halfcheetah_vel"
+    for method in ("pretrained", "oracle"):
+        state = load_checkpoint(runs / f"{method}-seed1" / "checkpoints" / "last.pt")
+        assert state["config"]["baseline"]["method"] == method and state["env_steps"] == 400
+    record = json.loads((tmp_path / "docs" / "results" / "halfcheetah_vel.json").read_text())
+    choice = record["baselines"]["pretrained"]["step_size_choice"]
+    assert choice["grid"] == list(TASKS["halfcheetah_vel"].step_size_grid)
+    assert record["baselines"]["pretrained"]["step_sizes"][0] == choice["chosen"]
+    assert record["baselines"]["oracle"]["step_size_choice"] is None
+    text = (tmp_path / "docs" / "results.md").read_text()
+    assert "`pretrained`: TRPO (stable-baselines3) on all tasks, 400 steps" in text
+    assert "--baseline-set baseline.total_steps=400" in text
 
 
 def test_a_run_of_another_config_is_refused(tmp_path: Path, capsys) -> None:
