@@ -52,26 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="metarl", description="Meta-reinforcement learning with MAML-TRPO.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     train = commands.add_parser("train", help="meta-train a policy")
-    train.add_argument(
-        "--config", help=f"YAML file or bundled config name (default: {DEFAULT_CONFIG})"
-    )
-    train.add_argument("--run-dir", type=Path, help="output folder (default: runs/<name>)")
-    train.add_argument("--seed", type=_non_negative_int, help="run seed (train.seed)")
+    _add_run_arguments(train, "e.g. algorithm.inner_lr=0.5")
     train.add_argument(
         "--iterations", type=_positive_int, help="number of meta-iterations (train.num_iterations)"
     )
     train.add_argument("--device", choices=["cpu", "cuda"], help="learning device")
-    train.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. algorithm.inner_lr=0.5 (repeatable)",
-    )
-    train.add_argument(
-        "--overwrite", action="store_true", help="replace an existing, non-empty run directory"
-    )
     train.add_argument(
         "--resume",
         type=Path,
@@ -83,7 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --resume: accept a config differing from the run's",
     )
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_tracking_arguments(train)
     evaluate = commands.add_parser(
         "evaluate", help="return on held-out tasks after 0..K gradient steps (the paper's protocol)"
@@ -145,9 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="pretrained: one policy on all tasks; oracle: the same told the task; "
         "random: the initial policy, untrained",
     )
-    baseline.add_argument(
-        "--config", help=f"YAML file or bundled config name (default: {DEFAULT_CONFIG})"
-    )
+    _add_run_arguments(baseline, "e.g. policy.hidden_sizes=[64,64]")
     baseline.add_argument("--algo", choices=["trpo", "ppo"], help="learner (default: trpo)")
     baseline.add_argument(
         "--steps",
@@ -157,23 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     baseline.add_argument(
         "--steps-per-update", type=_positive_int, help="steps per update (default 20000)"
     )
-    baseline.add_argument("--seed", type=_non_negative_int, help="run seed (train.seed)")
-    baseline.add_argument("--run-dir", type=Path, help="output folder (default: runs/<name>)")
-    baseline.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key (repeatable)",
-    )
-    baseline.add_argument(
-        "--overwrite", action="store_true", help="replace an existing, non-empty run directory"
-    )
     baseline.add_argument(
         "--resume", type=Path, metavar="RUN_DIR", help="continue the baseline run in RUN_DIR"
     )
-    baseline.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_tracking_arguments(baseline)
     reproduce = commands.add_parser(
         "reproduce",
@@ -183,22 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument(
         "--seeds", type=_non_negative_int, nargs="+", help="training seeds (default: the task's)"
     )
-    reproduce.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a key of the bundled config (repeatable)",
-    )
-    reproduce.add_argument(
-        "--baseline-set",
+    _add_set_argument(reproduce, "override a key of the bundled config")
+    _add_set_argument(
+        reproduce,
+        "override a key of the stable-baselines3 baselines only, e.g. baseline.total_steps=6000000",
+        flag="--baseline-set",
         dest="baseline_overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a key of the stable-baselines3 baselines only, e.g. "
-        "baseline.total_steps=6000000 (repeatable)",
     )
     reproduce.add_argument(
         "--runs-dir",
@@ -211,6 +169,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reproduce.add_argument("--progress", action="store_true", help="show a progress bar")
     return parser
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser, example: str) -> None:
+    """Flags of the commands that write a run directory (``train``, ``baseline``)."""
+    parser.add_argument(
+        "--config", help=f"YAML file or bundled config name (default: {DEFAULT_CONFIG})"
+    )
+    parser.add_argument("--run-dir", type=Path, help="output folder (default: runs/<name>)")
+    parser.add_argument("--seed", type=_non_negative_int, help="run seed (train.seed)")
+    _add_set_argument(parser, f"override a config key, {example}")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing, non-empty run directory"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_set_argument(
+    parser: argparse.ArgumentParser, help_text: str, flag: str = "--set", dest: str = "overrides"
+) -> None:
+    """A repeatable ``KEY=VALUE`` config override flag, collected in ``dest``."""
+    parser.add_argument(
+        flag,
+        dest=dest,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"{help_text} (repeatable)",
+    )
 
 
 def _add_tracking_arguments(train: argparse.ArgumentParser) -> None:

@@ -64,10 +64,10 @@ class Task:
     """A row of the table: its title, bundled config, evaluation sampling and seeds."""
 
     title: str
-    config: str
+    config: str  # bundled config
+    family: str
     num_trajectories: int  # per task and step at evaluation
     seeds: tuple[int, ...] = (1,)
-    paper: PaperRow | None = None
     # Baselines trained on the first seed: method -> config overrides (with a baseline section:
     # stable-baselines3's TRPO, metarl baseline; without: metarl's own loop).
     baselines: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(SB3_BASELINES))
@@ -75,42 +75,27 @@ class Task:
     # of their training stream; MAML keeps its own α, as in the paper
     step_size_grid: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
+    @property
+    def paper(self) -> PaperRow | None:
+        """The paper's row for the family (None for AntGoal, which it did not tabulate)."""
+        return PAPER.get(self.family)
+
 
 TASKS = {
     "navigation": Task(
         "2D navigation",
         "navigation",
+        "Navigation2D",
         40,
-        (1, 2, 3),
+        seeds=(1, 2, 3),
         baselines=NAVIGATION_BASELINES,
         step_size_grid=(0.1, 0.25, 0.5, 1.0, 2.0),
-        paper=PAPER["Navigation2D"],
     ),
-    "halfcheetah_vel": Task(
-        "HalfCheetah velocity",
-        "halfcheetah_vel",
-        20,
-        paper=PAPER["HalfCheetahVel"],
-    ),
-    "halfcheetah_dir": Task(
-        "HalfCheetah direction",
-        "halfcheetah_dir",
-        20,
-        paper=PAPER["HalfCheetahDir"],
-    ),
-    "ant_vel": Task(
-        "Ant velocity",
-        "ant_vel",
-        20,
-        paper=PAPER["AntVel"],
-    ),
-    "ant_dir": Task(
-        "Ant direction",
-        "ant_dir",
-        40,
-        paper=PAPER["AntDir"],
-    ),
-    "ant_goal": Task("Ant goal position", "ant_goal", 20),
+    "halfcheetah_vel": Task("HalfCheetah velocity", "halfcheetah_vel", "HalfCheetahVel", 20),
+    "halfcheetah_dir": Task("HalfCheetah direction", "halfcheetah_dir", "HalfCheetahDir", 20),
+    "ant_vel": Task("Ant velocity", "ant_vel", "AntVel", 20),
+    "ant_dir": Task("Ant direction", "ant_dir", "AntDir", 40),
+    "ant_goal": Task("Ant goal position", "ant_goal", "AntGoal", 20),
 }
 NUM_EVAL_TASKS = 40
 NUM_EVAL_STEPS = 3
