@@ -192,50 +192,54 @@ def reproduce(
 ) -> Path:
     """Train, evaluate and document one task (``TASKS[name]``); returns ``results.md``.
     ``overrides`` apply to every run, ``baseline_overrides`` to the stable-baselines3 ones
-    (e.g. ``baseline.total_steps``)."""
+    (e.g. ``baseline.total_steps``).  Every config is checked before any work."""
     task = TASKS[name]
     seeds = tuple(seeds or task.seeds)
-    configs = {seed: run_config(task, seed, overrides) for seed in seeds}  # all checked first
+    configs = {seed: run_config(task, seed, overrides) for seed in seeds}
+    baseline_configs = baseline_run_configs(task, seeds[0], overrides, baseline_overrides)
     results = []
     for seed, config in configs.items():
         run_dir = runs_dir / name / f"maml-seed{seed}"
         train_or_resume(config, run_dir, progress)
         wall = sum(r.get("time_iteration") or 0.0 for r in read_metrics(run_dir))
         results.append(SeedResult(seed, run_dir, evaluate_run(task, run_dir), wall))
-    baselines = run_baselines(
-        name, task, seeds[0], runs_dir, overrides, progress, baseline_overrides
-    )
+    baselines = run_baselines(task, runs_dir / name, seeds[0], baseline_configs, progress)
     flags = _flags(seeds, task, overrides)
     flags += [p for o in baseline_overrides for p in ("--baseline-set", shlex.quote(o))]
     command = " ".join(["metarl reproduce", name, *flags])
     return write_section(name, task, configs[seeds[0]], results, baselines, docs_dir, command)
 
 
-def run_baselines(
-    name: str,
-    task: Task,
-    seed: int,
-    runs_dir: Path,
-    overrides: Sequence[str],
-    progress: bool,
-    baseline_overrides: Sequence[str] = (),
-) -> dict[str, Evaluation]:
-    """Train (or resume) the task's baselines on ``seed`` and evaluate them with the paper's
-    protocol: the oracle without adaptation, the others with their first step size chosen
-    from the task's grid (``baseline_overrides`` apply to the stable-baselines3 ones)."""
-    evaluations = {}
+def baseline_run_configs(
+    task: Task, seed: int, overrides: Sequence[str], baseline_overrides: Sequence[str]
+) -> dict[str, Config]:
+    """The config of each baseline of ``task`` (``random``: the MAML config, untrained)."""
+    configs = {}
     for method, method_overrides in task.baselines.items():
-        run_dir = runs_dir / name / f"{method}-seed{seed}"
-        extra = baseline_overrides if method_overrides[0].startswith("baseline.") else ()
-        config = run_config(task, seed, [*overrides, *method_overrides, *extra])
-        train_or_resume(config, run_dir, progress)
-        if method == "oracle":
-            evaluations[method] = evaluate_run(task, run_dir, 0)
+        stable_baselines3 = method_overrides[0].startswith("baseline.")
+        extra = baseline_overrides if stable_baselines3 else ()
+        configs[method] = run_config(task, seed, [*overrides, *method_overrides, *extra])
+    if baseline_overrides and not any(c.baseline for c in configs.values()):
+        raise ConfigError(f"--baseline-set: {task.config} has no stable-baselines3 baselines")
+    configs["random"] = run_config(task, seed, overrides)
+    return configs
+
+
+def run_baselines(
+    task: Task, task_dir: Path, seed: int, configs: dict[str, Config], progress: bool
+) -> dict[str, Evaluation]:
+    """Train (or resume) the baselines of ``configs`` in ``task_dir/METHOD-seedN`` and
+    evaluate them with the paper's protocol: the oracle without adaptation, the others with
+    their first step size chosen from the task's grid."""
+    evaluations = {}
+    for method, config in configs.items():
+        run_dir = task_dir / f"{method}-seed{seed}"
+        if method == "random":
+            write_untrained(config, run_dir)
         else:
-            evaluations[method] = evaluate_run(task, run_dir, step_size_grid=task.step_size_grid)
-    random_dir = runs_dir / name / f"random-seed{seed}"
-    write_untrained(run_config(task, seed, overrides), random_dir)
-    evaluations["random"] = evaluate_run(task, random_dir, step_size_grid=task.step_size_grid)
+            train_or_resume(config, run_dir, progress)
+        steps, grid = (0, ()) if method == "oracle" else (NUM_EVAL_STEPS, task.step_size_grid)
+        evaluations[method] = evaluate_run(task, run_dir, steps, grid)
     return evaluations
 
 

@@ -176,6 +176,22 @@ CASES = {
     "baseline-resume-of-maml-run": Case(
         ["baseline", "pretrained", "--resume", "{tmp}/run"], "a MAML run", copy_run()
     ),
+    "baseline-zero-steps-per-update": Case(
+        ["baseline", "oracle", "--steps-per-update", "0"], "--steps-per-update: expected an integer"
+    ),
+    "evaluate-zero-in-step-size-grid": Case(
+        ["evaluate", "{tmp}/run", "--inner-lr-grid", "0.1", "0"],
+        "--inner-lr-grid: expected a number > 0",
+        copy_run(),
+    ),
+    "reproduce-unknown-task": Case(["reproduce", "cartpole"], "invalid choice: 'cartpole'"),
+    "reproduce-bad-baseline-set": Case(
+        ["reproduce", "ant_vel", "--baseline-set", "baseline.total_steps"], "expected KEY=VALUE"
+    ),
+    "reproduce-baseline-set-without-sb3-baselines": Case(
+        ["reproduce", "navigation", "--baseline-set", "baseline.total_steps=5"],
+        "--baseline-set: navigation has no stable-baselines3 baselines",
+    ),
     "train-with-baseline-section": Case(
         [*NEW, "--set", "baseline.method=pretrained"], "baseline: a section for metarl baseline"
     ),
