@@ -155,8 +155,11 @@ class OracleObservation(BatchedEnv):
     def alive(self) -> np.ndarray:  # type: ignore[override]
         return self.env.alive
 
-    def _on_tasks_set(self) -> None:
+    def set_tasks(self, tasks: Sequence[Task]) -> None:
+        super().set_tasks(tasks)
         self.env.set_tasks(self.tasks)
+
+    def _on_tasks_set(self) -> None:
         self._features = np.stack([task_features(task) for task in self.tasks])
 
     def reset(self, rng: np.random.Generator) -> np.ndarray:
@@ -170,9 +173,7 @@ class OracleObservation(BatchedEnv):
     def reset_slots(
         self, slots: np.ndarray, tasks: Sequence[Task], rng: np.random.Generator
     ) -> np.ndarray:
-        index = np.flatnonzero(slots)
-        for slot, task in zip(index, tasks):
-            self.tasks[slot] = dict(task)
+        index = self._assign_tasks(slots, tasks)
         self._features[index] = [task_features(task) for task in tasks]
         return np.concatenate([self.env.reset_slots(slots, tasks, rng), self._features], axis=1)
 

@@ -2,10 +2,11 @@
 
 A baseline run directory looks like a MAML run's: ``config.yaml`` (with its ``baseline``
 section), ``metrics.jsonl`` (one line per update: ``return`` of the episodes that ended in it,
-``env_steps``, ``kl``, seconds), and ``checkpoints/last.pt`` and ``best.pt`` holding the actor as
-a metarl policy, so ``metarl evaluate`` adapts a baseline exactly as it adapts MAML.  The SB3
-learner itself is saved beside them (``checkpoints/sb3_model.zip``) for ``--resume``, which
-continues from the last update (episodes in flight start again).
+``env_steps``, ``kl``, seconds), and ``checkpoints/last.pt`` and ``best.pt`` holding the actor
+as a metarl policy, so ``metarl evaluate`` adapts a baseline exactly as it adapts MAML.
+``last.pt`` also holds the SB3 learner and the task and noise streams, for ``--resume``, which
+continues from the last update (episodes in flight start again).  ``metarl plot`` draws MAML
+runs only.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ from tqdm import tqdm
 
 from metarl.agents.common.vec_env import TaskVecEnv
 from metarl.agents.sb3_baselines import copy_actor, load_model, make_model
-from metarl.checkpoint import CheckpointError, atomic_write_bytes, save_checkpoint
+from metarl.checkpoint import CheckpointError, remove_stale_temp_files, save_checkpoint
 from metarl.components import build_policy, derived_seeds, make_family
 from metarl.config import BaselineConfig, Config
 from metarl.logging import MetricsLog
 from metarl.training import IterationHook, write_resolved_config
 
-MODEL_FILE = "sb3_model.zip"
+STATE_KEYS = ("iteration", "env_steps", "best_return", "config", "policy", "task_rng", "best")
 NEVER_DUMP_LOGS = 2**31  # SB3 keeps its last logged values for us to read instead
 # Updates of the paper's baselines ("up to 1000 iterations for HalfCheetah and 2000 for Ant"); for
 # navigation, whose paper baseline was MAML's own code, 100 updates like its MAML run.
@@ -65,11 +66,13 @@ class BaselineTrainer:
         self.iteration = 0
         self.env_steps = 0
         self.best_return = -math.inf
+        self.best: dict[str, Any] | None = None  # the content of best.pt
         self.model = None
         if self.baseline.method != "random":
             horizon = self.family.make_batched_env(1).horizon
             num_envs = max(1, round(self.baseline.steps_per_update / horizon))
-            self.env = TaskVecEnv(self.family, num_envs, seed=seeds["sampler"])
+            # SB3 seeds the VecEnv's reset noise with the run seed (``env.seed``)
+            self.env = TaskVecEnv(self.family, num_envs)
             self.steps_per_update = num_envs * horizon
             self.model = make_model(
                 self.baseline.algorithm,
@@ -89,43 +92,71 @@ class BaselineTrainer:
     def write_config(self) -> None:
         write_resolved_config(self.run_dir, self.config, self.family.preset)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
+    def _snapshot(self) -> dict[str, Any]:
+        """Counters, config, the actor as a metarl policy, the task and reset-noise streams and
+        (``model``) the stable-baselines3 learner itself, as the bytes of its zip."""
+        state: dict[str, Any] = {
             "iteration": self.iteration,
             "env_steps": self.env_steps,
             "best_return": self.best_return,
             "config": self.config.to_dict(),
             "policy": {k: v.detach().clone() for k, v in self.policy.state_dict().items()},
+            "task_rng": self.family.rng.bit_generator.state,
         }
-
-    def save(self, episode_return: float) -> None:
-        """``last.pt`` (and ``best.pt`` when ``episode_return`` is the best so far), then the
-        SB3 learner, each atomically."""
-        if self.model is not None:
-            copy_actor(self.model.policy, self.policy)
-        if episode_return > self.best_return or not self.checkpoint_path("best.pt").exists():
-            self.best_return = max(episode_return, self.best_return)
-            save_checkpoint(self.checkpoint_path("best.pt"), self.state_dict())
-        save_checkpoint(self.checkpoint_path("last.pt"), self.state_dict())
         if self.model is not None:
             buffer = io.BytesIO()
             self.model.save(buffer)
-            atomic_write_bytes(self.checkpoint_path(MODEL_FILE), buffer.getvalue())
+            state["model"] = buffer.getvalue()
+            state["env_rng"] = self.env.rng.bit_generator.state
+            state["episode_tasks"] = self.env.episode_tasks
+        return state
+
+    def state_dict(self) -> dict[str, Any]:
+        """The whole state, ``best.pt``'s content included (one file, written atomically)."""
+        return {**self._snapshot(), "best": self.best}
+
+    def save(self, episode_return: float) -> None:
+        """``best.pt`` when ``episode_return`` is the best so far, then ``last.pt``, which holds
+        ``best.pt``'s content too, so that a resume restores a consistent pair."""
+        if self.model is not None:
+            copy_actor(self.model.policy, self.policy)
+        if self.best is None or episode_return > self.best_return:
+            self.best_return = max(episode_return, self.best_return)
+            self.best = self._snapshot()
+            save_checkpoint(self.checkpoint_path("best.pt"), self.best)
+        save_checkpoint(self.checkpoint_path("last.pt"), self.state_dict())
 
     @classmethod
     def resume(cls, run_dir: Path, config: Config, state: dict[str, Any]) -> BaselineTrainer:
-        """Continue ``run_dir`` from its last checkpoint and saved learner."""
+        """Continue ``run_dir`` from ``state`` (its ``last.pt``): the learner, counters and
+        streams restored, ``metrics.jsonl`` cut back to it, ``best.pt`` and ``config.yaml``
+        rewritten.  Episodes in flight at the checkpoint start again."""
         trainer = cls(config, run_dir)
-        trainer.iteration, trainer.env_steps = state["iteration"], state["env_steps"]
-        trainer.best_return = state["best_return"]
-        trainer.policy.load_state_dict(state["policy"])
-        trainer.metrics.truncate(trainer.iteration)
+        missing = [key for key in STATE_KEYS if key not in state]
         if trainer.model is not None:
-            path = trainer.checkpoint_path(MODEL_FILE)
-            if not path.is_file():
-                raise CheckpointError(f"{path}: missing (the stable-baselines3 learner)")
+            missing += [key for key in ("model", "env_rng", "episode_tasks") if key not in state]
+        last = trainer.checkpoint_path("last.pt")
+        if missing:
+            raise CheckpointError(f"checkpoint {last}: missing {', '.join(missing)}")
+        trainer.iteration, trainer.env_steps = state["iteration"], state["env_steps"]
+        trainer.best_return, trainer.best = state["best_return"], state["best"]
+        try:
+            trainer.policy.load_state_dict(state["policy"])
+            trainer.family.rng.bit_generator.state = state["task_rng"]
+            trainer.metrics.truncate(trainer.iteration)
+        except (RuntimeError, ValueError, TypeError, KeyError) as error:
+            reason = " ".join(str(error).split())
+            raise CheckpointError(f"checkpoint {last}: does not fit this run ({reason})") from None
+        if trainer.model is not None:
             algorithm = trainer.baseline.algorithm
-            trainer.model = load_model(algorithm, io.BytesIO(path.read_bytes()), trainer.env)
+            trainer.model = load_model(algorithm, io.BytesIO(state["model"]), trainer.env)
+            # loading re-seeds the VecEnv with the config's seed: restore its streams after
+            trainer.env.rng.bit_generator.state = state["env_rng"]
+            trainer.env.episode_tasks = state["episode_tasks"]
+        remove_stale_temp_files(last.parent)
+        if trainer.best is not None:
+            save_checkpoint(trainer.checkpoint_path("best.pt"), trainer.best)
+        trainer.write_config()
         return trainer
 
     def train(self, progress: bool = True, on_iteration: IterationHook | None = None) -> None:

@@ -432,6 +432,8 @@ def command_evaluate(args: argparse.Namespace) -> None:
 
     if args.inner_lr_grid and args.inner_lr is not None:
         raise UsageError("--inner-lr-grid: cannot be combined with --inner-lr")
+    if args.inner_lr_grid and args.steps == 0:
+        raise UsageError("--inner-lr-grid: needs --steps >= 1")
     compare = [_read_curve(path) for path in args.compare]
     run = load_run(args.run, args.checkpoint)
     if args.paper:
@@ -511,19 +513,40 @@ def baseline_overrides(args: argparse.Namespace) -> list[str]:
     return overrides
 
 
+# ``metarl baseline`` flags that a resumed run takes from its checkpoint instead.
+FIXED_ON_RESUME = {
+    "run_dir": "--run-dir",
+    "overwrite": "--overwrite",
+    "config": "--config",
+    "overrides": "--set",
+    "seed": "--seed",
+    "algo": "--algo",
+    "steps_per_update": "--steps-per-update",
+}
+
+
 def command_baseline(args: argparse.Namespace) -> None:
     from metarl.baselines import BaselineTrainer
     from metarl.tracking import TrackingOptions, tracking
 
     options = TrackingOptions.from_args(args) if args.track else None  # before writing anything
     if args.resume is not None:
-        if args.run_dir is not None or args.overwrite:
-            raise UsageError("--resume: --run-dir and --overwrite cannot be combined with it")
+        unset: tuple[object, ...] = (None, False, [])
+        given = [flag for name, flag in FIXED_ON_RESUME.items() if getattr(args, name) not in unset]
+        if given:
+            raise UsageError(f"--resume: {', '.join(given)} cannot be combined with it")
         last = _last_checkpoint(args.resume)
         state = load_checkpoint(last)
-        config = validate_config(state["config"])
+        try:
+            config = validate_config(state["config"])
+        except ConfigError as error:
+            raise CheckpointError(f"checkpoint {last}: invalid config ({error})") from None
         if config.baseline is None:
             raise UsageError(f"--resume {args.resume}: a MAML run; use metarl train --resume")
+        if config.baseline.method != args.method:
+            raise UsageError(
+                f"--resume {args.resume}: a {config.baseline.method} run, not {args.method}"
+            )
         if args.steps is not None:  # a longer budget
             config = apply_overrides(config.to_dict(), [f"baseline.total_steps={args.steps}"])
         trainer = BaselineTrainer.resume(args.resume, config, state)

@@ -100,8 +100,30 @@ class Config(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     baseline: BaselineConfig | None = None
 
+    @pydantic.model_validator(mode="after")
+    def _oracle_sees_the_task(self) -> Config:
+        if self.baseline is not None:
+            told = bool(self.env.kwargs.get("oracle", False))
+            if told != (self.baseline.method == "oracle"):
+                raise ValueError(
+                    "env.kwargs.oracle: must be true for the oracle baseline and only for it, "
+                    f"got {told} with baseline.method={self.baseline.method}"
+                )
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def run_method(config: Config) -> str:
+    """What a run is: ``maml``, or a baseline (its ``baseline`` section's method; without one,
+    ``oracle`` when told the task and ``pretrained`` with no inner step, as metarl's own loop
+    trains the navigation baselines)."""
+    if config.baseline is not None:
+        return config.baseline.method
+    if config.env.kwargs.get("oracle"):
+        return "oracle"
+    return "pretrained" if config.algorithm.num_inner_steps == 0 else "maml"
 
 
 def run_name(config: Config, preset: str) -> str:

@@ -30,7 +30,7 @@ from metarl.agents.common.sampling import BatchSampler
 from metarl.agents.maml_trpo import MAMLTRPO
 from metarl.checkpoint import find_checkpoint, load_checkpoint
 from metarl.components import build_policy, derived_seeds, held_out_seeds, make_family
-from metarl.config import Config, validate_config
+from metarl.config import Config, run_method, validate_config
 from metarl.paper import PAPER
 
 EVALUATION_FILE = "evaluation.json"
@@ -238,7 +238,9 @@ def evaluate(
     size chosen from ``step_size_grid`` by :func:`choose_step_size`, if given)."""
     config = run.config
     choice = None
-    if step_size_grid and settings.num_steps > 0:
+    if step_size_grid:
+        if settings.num_steps == 0:
+            raise ValueError("a step size grid needs at least one gradient step")
         choice = choose_step_size(run, settings, step_size_grid)
         settings = replace(settings, inner_lr=choice.chosen)
     adapted = adapt_to_held_out_tasks(config, run.policy, settings)
@@ -253,7 +255,7 @@ def evaluate(
         step_sizes=settings.step_sizes(config),
         tasks=adapted.tasks,
         returns=[episodes.returns_per_task().tolist() for _, episodes in adapted.steps],
-        method=config.baseline.method if config.baseline else "maml",
+        method=run_method(config),
         step_size_choice=asdict(choice) if choice else None,
     )
 
@@ -261,7 +263,7 @@ def evaluate(
 def paper_curve(config: Config, preset: str) -> Curve:
     """The paper's published returns for the run's family and method, as a curve (no error
     bars); raises ``ValueError`` where the paper has none (other presets, AntGoal)."""
-    method = config.baseline.method if config.baseline else "maml"
+    method = run_method(config)
     if preset != "original":
         raise ValueError(f"the paper's numbers hold for the original preset, not {preset!r}")
     if config.env.family not in PAPER:

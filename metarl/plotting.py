@@ -40,6 +40,8 @@ def read_run(run_dir: Path) -> RunCurve:
     records = read_metrics(run_dir)
     if not records:
         raise ValueError(f"{run_dir}: {METRICS_FILE} holds no iteration yet")
+    if "return_post" not in records[0]:
+        raise ValueError(f"{run_dir}: a baseline run (plot draws MAML runs' returns)")
     config = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
     train = {k: v for k, v in config["train"].items() if k not in PER_RUN_KEYS}
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from metarl.baselines import BaselineTrainer
-from metarl.checkpoint import load_checkpoint, save_checkpoint
+from metarl.baselines import BaselineTrainer, paper_budget
+from metarl.checkpoint import load_checkpoint
 from metarl.config import (
     Config,
     ConfigError,
@@ -114,31 +114,38 @@ def run_config(task: Task, seed: int, overrides: Sequence[str]) -> Config:
     return load_config(resolve_config_path(task.config), [*overrides, f"train.seed={seed}"])
 
 
+def saved_state(config: Config, run_dir: Path) -> dict[str, Any] | None:
+    """The last checkpoint of ``run_dir`` (None for a new run); a run of another config, or a
+    non-empty folder without a checkpoint, is an error, not overwritten."""
+    last = run_dir / "checkpoints" / "last.pt"
+    if not last.is_file():
+        if run_dir.is_dir() and any(run_dir.iterdir()):
+            raise ConfigError(f"{run_dir}: not empty but holds no checkpoint; move it away")
+        return None
+    state = load_checkpoint(last)
+    differing = config_differences(validate_config(state["config"]), config)
+    if config.baseline is not None and "baseline.total_steps" in differing:
+        differing.remove("baseline.total_steps")  # a longer budget continues the run
+    if differing:
+        raise ConfigError(
+            f"{run_dir} holds a run of another config (differs in {', '.join(differing)}); "
+            "move it away or pass the same --set flags"
+        )
+    return state
+
+
 def train_or_resume(config: Config, run_dir: Path, progress: bool) -> None:
     """Train ``config`` in ``run_dir`` (MAML, or the baseline its ``baseline`` section names):
-    from scratch if it holds no checkpoint, else resumed; a finished run is left as it is, and
-    a run of another config is an error, not overwritten."""
-    last = run_dir / "checkpoints" / "last.pt"
-    state = None
-    if last.is_file():
-        state = load_checkpoint(last)
-        differing = config_differences(validate_config(state["config"]), config)
-        if config.baseline is not None and "baseline.total_steps" in differing:
-            differing.remove("baseline.total_steps")  # a longer budget continues the run
-        if differing:
-            raise ConfigError(
-                f"{run_dir} holds a run of another config (differs in {', '.join(differing)}); "
-                "move it away or pass the same --set flags"
-            )
-    elif run_dir.is_dir() and any(run_dir.iterdir()):
-        raise ConfigError(f"{run_dir}: not empty but holds no checkpoint; move it away")
+    from scratch, or resumed from its last checkpoint; a finished run is left as it is."""
+    state = saved_state(config, run_dir)
     if config.baseline is not None:
-        baseline = BaselineTrainer(config, run_dir)
+        total = config.baseline.total_steps or paper_budget(config)
         if state is not None:
-            if state["env_steps"] >= baseline.total_steps:
+            if config.baseline.method == "random" or state["env_steps"] >= total:
                 return
             baseline = BaselineTrainer.resume(run_dir, config, state)
         else:
+            baseline = BaselineTrainer(config, run_dir)
             baseline.write_config()
         baseline.train(progress=progress)
         return
@@ -151,15 +158,6 @@ def train_or_resume(config: Config, run_dir: Path, progress: bool) -> None:
         trainer.write_config()
     trainer.train(config.train.num_iterations, progress=progress)
     plot_learning_curves([read_run(run_dir)], run_dir / "learning_curve.png")
-
-
-def write_untrained(config: Config, run_dir: Path) -> None:
-    """The "random" baseline: a run directory whose ``last.pt`` holds the policy as initialised
-    for ``config``'s seed (kept if it exists)."""
-    trainer = Trainer(config, run_dir)
-    if not trainer.checkpoint_path("last.pt").is_file():
-        trainer.write_config()
-        save_checkpoint(trainer.checkpoint_path("last.pt"), trainer.state_dict())
 
 
 def evaluate_run(
@@ -197,6 +195,10 @@ def reproduce(
     seeds = tuple(seeds or task.seeds)
     configs = {seed: run_config(task, seed, overrides) for seed in seeds}
     baseline_configs = baseline_run_configs(task, seeds[0], overrides, baseline_overrides)
+    for seed, config in configs.items():  # every run folder checked before any work
+        saved_state(config, runs_dir / name / f"maml-seed{seed}")
+    for method, config in baseline_configs.items():
+        saved_state(config, runs_dir / name / f"{method}-seed{seeds[0]}")
     results = []
     for seed, config in configs.items():
         run_dir = runs_dir / name / f"maml-seed{seed}"
@@ -221,7 +223,7 @@ def baseline_run_configs(
         configs[method] = run_config(task, seed, [*overrides, *method_overrides, *extra])
     if baseline_overrides and not any(c.baseline for c in configs.values()):
         raise ConfigError(f"--baseline-set: {task.config} has no stable-baselines3 baselines")
-    configs["random"] = run_config(task, seed, overrides)
+    configs["random"] = run_config(task, seed, [*overrides, "baseline.method=random"])
     return configs
 
 
@@ -234,10 +236,7 @@ def run_baselines(
     evaluations = {}
     for method, config in configs.items():
         run_dir = task_dir / f"{method}-seed{seed}"
-        if method == "random":
-            write_untrained(config, run_dir)
-        else:
-            train_or_resume(config, run_dir, progress)
+        train_or_resume(config, run_dir, progress)
         steps, grid = (0, ()) if method == "oracle" else (NUM_EVAL_STEPS, task.step_size_grid)
         evaluations[method] = evaluate_run(task, run_dir, steps, grid)
     return evaluations

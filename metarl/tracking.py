@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from metarl.agents.common.policies import GaussianMLPPolicy
-from metarl.config import Config, run_name
+from metarl.config import Config, run_method, run_name
 from metarl.envs import TaskFamily
 from metarl.evaluation import PLOT_FILE, AdaptationSettings, LoadedRun, evaluate, write_evaluation
 from metarl.logging import grouped_name
@@ -100,8 +100,8 @@ def algorithm_tag(config: Config) -> str:
 
 
 def is_oracle(config: Config) -> bool:
-    """Whether the run is the oracle baseline (told the task: never adapted)."""
-    return config.baseline is not None and config.baseline.method == "oracle"
+    """Whether the run is an oracle (told the task: never adapted)."""
+    return run_method(config) == "oracle"
 
 
 class WandbTracker:

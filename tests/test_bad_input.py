@@ -17,6 +17,7 @@ import torch
 
 from metarl.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from metarl.cli import main
+from metarl.config import load_config
 from tests.tiny_runs import tiny_flags
 
 TINY = tiny_flags("env.kwargs={horizon: 5}")
@@ -69,6 +70,17 @@ def corrupt_saved_config(run: Path) -> None:
 def shorten_metrics(run: Path) -> None:
     metrics = run / "metrics.jsonl"
     metrics.write_text(metrics.read_text().splitlines(keepends=True)[0])
+
+
+def baseline_checkpoint(method: str) -> Setup:
+    """``{tmp}/METHOD/checkpoints/last.pt``: a checkpoint whose config is that baseline's."""
+
+    def setup(tmp: Path, finished: Path) -> None:
+        config = load_config(None, [f"baseline.method={method}"]).to_dict()
+        state = {"iteration": 1, "config": config, "policy": {}}
+        save_checkpoint(tmp / method / "checkpoints" / "last.pt", state)
+
+    return setup
 
 
 class CodePayload:
@@ -191,6 +203,29 @@ CASES = {
     "reproduce-baseline-set-without-sb3-baselines": Case(
         ["reproduce", "navigation", "--baseline-set", "baseline.total_steps=5"],
         "--baseline-set: navigation has no stable-baselines3 baselines",
+    ),
+    "baseline-resume-as-another-method": Case(
+        ["baseline", "oracle", "--resume", "{tmp}/pretrained"],
+        "a pretrained run, not oracle",
+        baseline_checkpoint("pretrained"),
+    ),
+    "baseline-resume-with-set": Case(
+        ["baseline", "oracle", "--resume", "{tmp}/run", "--set", "train.seed=2"],
+        "--resume: --set cannot be combined with it",
+        copy_run(),
+    ),
+    "oracle-baseline-without-oracle-observation": Case(
+        [*NEW, "--set", "baseline.method=oracle"], "env.kwargs.oracle: must be true"
+    ),
+    "plot-a-baseline-run": Case(
+        ["plot", "{tmp}/baseline"],
+        "a baseline run (plot draws MAML runs' returns)",
+        write("baseline/metrics.jsonl", '{"iteration": 1, "return": -1.0}\n'),
+    ),
+    "evaluate-grid-without-steps": Case(
+        ["evaluate", "{tmp}/run", "--inner-lr-grid", "0.1", "--steps", "0"],
+        "--inner-lr-grid: needs --steps >= 1",
+        copy_run(),
     ),
     "train-with-baseline-section": Case(
         [*NEW, "--set", "baseline.method=pretrained"], "baseline: a section for metarl baseline"

@@ -3,6 +3,7 @@ command reads, resume, and a short pretrained run that learns."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 from metarl import envs
 from metarl.agents.common.vec_env import TaskVecEnv
 from metarl.agents.sb3_baselines import copy_actor, make_model
+from metarl.baselines import BaselineTrainer
 from metarl.checkpoint import load_checkpoint
 from metarl.cli import main
 from metarl.components import build_policy
@@ -84,3 +86,22 @@ def test_short_pretrained_run_improves(tmp_path: Path) -> None:
     returns = [r["return"] for r in read_metrics(run)]
     assert len(returns) == 15
     assert np.mean(returns[-3:]) > np.mean(returns[:3]) + 10, returns
+
+
+def test_resume_continues_the_task_stream_and_restores_best(tmp_path: Path) -> None:
+    """A resumed baseline draws the tasks that follow the checkpoint's, not the first ones
+    again (loading an SB3 learner re-seeds its environment)."""
+    settings = ["policy.hidden_sizes=[8]", "baseline.method=pretrained", "env.kwargs={horizon: 20}"]
+    config = load_config(None, [*settings, "baseline.steps_per_update=200"])
+    run = tmp_path / "run"
+    trainer = BaselineTrainer(config, run)
+    trainer.write_config()
+    trainer.update()
+    drawn = trainer.env.episode_tasks
+    following = copy.deepcopy(trainer.family).sample_tasks(3)
+    (run / "checkpoints" / "best.pt").unlink()  # lost in a crash: rewritten from last.pt
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    resumed = BaselineTrainer.resume(run, config, state)
+    assert resumed.env.episode_tasks == drawn and resumed.iteration == 1
+    assert resumed.family.sample_tasks(3) == following
+    assert load_checkpoint(run / "checkpoints" / "best.pt")["iteration"] == 1

@@ -144,5 +144,6 @@ def test_paper_curve_only_where_the_paper_has_numbers(family: str, preset: str, 
     config = load_config(None, [f"env.family={family}"])
     with pytest.raises(ValueError, match=message):
         paper_curve(config, preset)
-    oracle = load_config(None, ["env.family=HalfCheetahVel", "baseline.method=oracle"])
+    settings = ["env.family=HalfCheetahVel", "baseline.method=oracle", "env.kwargs.oracle=true"]
+    oracle = load_config(None, settings)
     assert paper_curve(oracle, "original").mean == [-54.5]
