@@ -280,9 +280,10 @@ def write_section(
     if task.paper is not None:
         curves.append(Curve("MAML, paper", "original", list(task.paper.maml), [0.0] * 4))
     sizes = results[0].evaluation.step_sizes
+    later = f", then {sizes[1]:g}" if len(sizes) > 1 else ""
     title = (
         f"{task.title}: {NUM_EVAL_TASKS} held-out tasks, {task.num_trajectories} trajectories, "
-        f"α = {', '.join(f'{s:g}' for s in sizes)}"
+        f"α = {sizes[0]:g}{later}"
     )
     plot_curves(curves, figures / f"{name}_adaptation.png", title)
     plot_learning_curves(
