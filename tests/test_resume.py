@@ -168,3 +168,24 @@ def test_kill_during_checkpoint_writes_leaves_a_loadable_checkpoint(
     if moment == "slow-disk":
         assert state["iteration"] == 0 and len(leftovers) == 1
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
+
+
+def test_baseline_killed_and_resumed_finishes_its_budget(tmp_path: Path) -> None:
+    """A baseline run killed with SIGKILL resumes from its last update: one line per update,
+    the budget reached, the checkpoint loadable and consistent with the metrics."""
+    run_dir = tmp_path / "baseline"
+    budget = ["--steps", "4000", "--steps-per-update", "400", "--set", "policy.hidden_sizes=[8]"]
+    command = [sys.executable, "-m", "metarl", "baseline", "pretrained", *budget, "--no-progress"]
+    killed_at = kill_after_lines(
+        [*command, "--run-dir", str(run_dir)], run_dir / "metrics.jsonl", 3
+    )
+    assert 3 <= killed_at < 10
+    assert main(["baseline", "pretrained", "--resume", str(run_dir), "--no-progress"]) == 0
+    records = read_metrics(run_dir)
+    assert [r["iteration"] for r in records] == list(range(1, 11))
+    assert [r["env_steps"] for r in records] == [400 * i for i in range(1, 11)]
+    last = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert last["iteration"] == 10 and last["env_steps"] == 4000
+    assert load_checkpoint(run_dir / "checkpoints" / "best.pt")["best_return"] == max(
+        r["return"] for r in records
+    )
