@@ -136,7 +136,6 @@ class BatchedNavigation2D(BatchedEnv):
     ) -> np.ndarray:
         self._assign_tasks(slots, tasks)
         self.position = np.where(slots[:, None], 0.0, self.position)
-        self._path = [self.position]
         self.alive = self.alive | slots
         return self.position.copy()
 
@@ -145,6 +144,8 @@ class BatchedNavigation2D(BatchedEnv):
         alive = self.alive
         self.position = np.where(alive[:, None], self.position + displacement, self.position)
         self._path.append(self.position)
+        if len(self._path) > self.horizon + 1:  # slots reset one by one: keep one episode's
+            del self._path[0]
         offset = self.position - self.goals
         reward_distance = np.where(alive, -np.linalg.norm(offset, axis=1), 0.0)
         reached = np.all(np.abs(offset) < self.goal_tolerance, axis=1)

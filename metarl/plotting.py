@@ -80,12 +80,17 @@ def _common_prefix(names: list[str]) -> str:
 
 
 def moving_average(values: np.ndarray, window: int) -> np.ndarray:
-    """Mean of the last ``window`` values at each point (fewer at the start)."""
+    """Mean of the last ``window`` values at each point (fewer at the start); a missing value
+    (NaN) is left out of its windows rather than blanking the rest of the curve."""
     if window <= 1:
         return values
-    sums = np.cumsum(np.insert(values, 0, 0.0))
-    counts = np.minimum(np.arange(1, len(values) + 1), window)
-    return (sums[1:] - sums[np.maximum(np.arange(1, len(values) + 1) - window, 0)]) / counts
+    present = ~np.isnan(values)
+    sums = np.cumsum(np.insert(np.where(present, values, 0.0), 0, 0.0))
+    counts = np.cumsum(np.insert(present.astype(float), 0, 0.0))
+    start = np.maximum(np.arange(1, len(values) + 1) - window, 0)
+    end = np.arange(1, len(values) + 1)
+    with np.errstate(invalid="ignore"):
+        return (sums[end] - sums[start]) / (counts[end] - counts[start])
 
 
 @dataclass

@@ -28,6 +28,8 @@ def test_moving_average_by_hand() -> None:
     values = np.array([1.0, 2.0, 6.0, 3.0])
     np.testing.assert_allclose(moving_average(values, 2), [1.0, 1.5, 4.0, 4.5])
     np.testing.assert_allclose(moving_average(values, 1), values)
+    gap = np.array([1.0, np.nan, 3.0, 5.0])  # a null return in metrics.jsonl
+    np.testing.assert_allclose(moving_average(gap, 2), [1.0, 1.0, 3.0, 4.0])
 
 
 def test_train_leaves_a_learning_curve(runs: dict[str, Path]) -> None:

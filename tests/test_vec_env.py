@@ -87,3 +87,13 @@ def test_ant_original_reset_slot_observes_like_a_fresh_reset() -> None:
     fresh.set_tasks(tasks)
     np.testing.assert_allclose(observation[1], fresh.reset(np.random.default_rng(5))[0])
     assert env.tasks[1] == tasks[0] and env.alive.all()
+
+
+def test_navigation_keeps_one_episode_of_path_while_slots_reset_alone() -> None:
+    """Trained through the VecEnv, a batch is never reset whole: the path kept for rendering
+    stays one episode long instead of growing with every step."""
+    vec = TaskVecEnv(envs.make_family("Navigation2D", seed=0, horizon=5), 3, seed=0)
+    vec.reset()
+    for _ in range(17):
+        vec.step(np.zeros((3, 2)))
+    assert len(vec.env._path) == 6
