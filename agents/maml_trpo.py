@@ -33,7 +33,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+)
 from torch import Tensor
 
 from metarl.agents.common.baseline import baseline_values
@@ -81,7 +89,8 @@ class MAMLTRPOConfig(BaseModel):
     # inner gradient steps during meta-training; 0: none, the meta-step is plain TRPO on all
     # tasks (the paper's "pretrained" baseline for 2D navigation)
     num_inner_steps: NonNegativeInt = 1
-    inner_lr: PositiveFloat = 0.1  # α
+    # α; negative: the inner step amplifies the loss ("negative inner step" variant)
+    inner_lr: float = 0.1
     first_order: bool = False  # drop second-order terms of the meta-gradient
     gamma: float = Field(0.99, gt=0.0, le=1.0)  # discount γ
     gae_lambda: float = Field(1.0, ge=0.0, le=1.0)  # GAE λ
@@ -94,6 +103,13 @@ class MAMLTRPOConfig(BaseModel):
     # exact Hessian-vector products of the meta-KL: per-task Jacobian products (fast) or
     # double backpropagation through the inner update (the straightforward reference)
     hessian_method: Literal["jacobian", "double_backprop"] = "jacobian"
+
+    @field_validator("inner_lr")
+    @classmethod
+    def _non_zero(cls, value: float) -> float:
+        if value == 0 or not math.isfinite(value):
+            raise ValueError("must be a non-zero number (negative: the negative inner step)")
+        return value
 
 
 @dataclass

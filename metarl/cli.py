@@ -8,6 +8,7 @@ stopped by too many meta-steps rejected for NaN or Inf ends with one line and ex
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -256,12 +257,12 @@ def _add_adaptation_arguments(parser: argparse.ArgumentParser, num_tasks: int) -
     )
     parser.add_argument(
         "--inner-lr",
-        type=_positive_float,
+        type=_non_zero_float,
         help="step size α of the first step (default: the run's algorithm.inner_lr)",
     )
     parser.add_argument(
         "--later-inner-lr",
-        type=_positive_float,
+        type=_non_zero_float,
         help="step size of the later steps (default: half the first)",
     )
 
@@ -277,6 +278,16 @@ def _non_negative_int(text: str) -> int:
     value = _int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _non_zero_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value == 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a non-zero number, got {text!r}")
     return value
 
 

@@ -23,6 +23,7 @@ def make_agent(
     num_tasks: int = 3,
     num_trajectories: int = 4,
     seed: int = 0,
+    inner_lr: float = 0.3,
 ) -> tuple[MAMLTRPO, MetaBatch]:
     """A float64 agent with a small policy and a meta-batch sampled from navigation (with
     episodes of different lengths thanks to a large goal tolerance)."""
@@ -34,7 +35,7 @@ def make_agent(
     config = AlgorithmConfig(
         num_tasks=num_tasks,
         num_trajectories=num_trajectories,
-        inner_lr=0.3,
+        inner_lr=inner_lr,
         num_inner_steps=num_inner_steps,
         first_order=first_order,
         gae_lambda=0.95,

@@ -16,7 +16,7 @@ BAD_OVERRIDES = {
     "unknown-section": (["trainer.seed=1"], r"trainer: unknown key"),
     "wrong-type": (["algorithm.num_tasks=many"], r"algorithm.num_tasks: .*valid integer"),
     "zero-tasks": (["algorithm.num_tasks=0"], r"algorithm.num_tasks: .*greater than 0"),
-    "negative-lr": (["algorithm.inner_lr=-0.5"], r"algorithm.inner_lr: .*greater than 0"),
+    "zero-lr": (["algorithm.inner_lr=0"], r"algorithm.inner_lr: .*non-zero number"),
     "gamma-above-one": (["algorithm.gamma=1.5"], r"algorithm.gamma: .*less than or equal to 1"),
     "bad-nonlinearity": (
         ["policy.nonlinearity=sigmoid"],

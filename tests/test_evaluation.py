@@ -147,3 +147,8 @@ def test_paper_curve_only_where_the_paper_has_numbers(family: str, preset: str, 
     settings = ["env.family=HalfCheetahVel", "baseline.method=oracle", "env.kwargs.oracle=true"]
     oracle = load_config(None, settings)
     assert paper_curve(oracle, "original").mean == [-54.5]
+
+
+def test_step_sizes_follow_a_negative_inner_step() -> None:
+    config = load_config(None, ["algorithm.inner_lr=-0.2"])
+    assert AdaptationSettings(num_steps=3).step_sizes(config) == [-0.2, -0.1, -0.1]

@@ -16,6 +16,7 @@ from tests.conftest import make_agent
 CASES = {
     "no-step": dict(num_inner_steps=0),  # plain TRPO on all tasks (the "pretrained" baseline)
     "one-step": dict(num_inner_steps=1),
+    "negative-step": dict(num_inner_steps=1, inner_lr=-0.3),  # the negative inner step
     "two-steps": dict(num_inner_steps=2),
     "relu": dict(num_inner_steps=1, nonlinearity="relu"),
     "first-order": dict(num_inner_steps=1, first_order=True),
@@ -37,7 +38,7 @@ def test_fixture_has_variable_length_episodes(tiny_agent) -> None:
 
 
 # ReLU makes the inner gradient, hence θ'(θ), discontinuous: finite differences need tanh.
-@pytest.mark.parametrize("case", ["no-step", "one-step", "two-steps"])
+@pytest.mark.parametrize("case", ["no-step", "one-step", "negative-step", "two-steps"])
 def test_meta_gradient_matches_finite_differences(case: str) -> None:
     agent, batch = make_agent(**CASES[case])
     gradient = agent.meta_gradient(batch).gradient
