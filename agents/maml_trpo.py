@@ -103,6 +103,9 @@ class MAMLTRPOConfig(BaseModel):
     # exact Hessian-vector products of the meta-KL: per-task Jacobian products (fast) or
     # double backpropagation through the inner update (the straightforward reference)
     hessian_method: Literal["jacobian", "double_backprop"] = "jacobian"
+    # parameters the inner step adapts: all (MAML), or the head, the mean's output layer and the
+    # log-std, the body learned by the outer loop alone (ANIL, Raghu et al. 2020)
+    inner_parameters: Literal["all", "head"] = "all"
 
     @field_validator("inner_lr")
     @classmethod
@@ -175,6 +178,15 @@ class MAMLTRPO:
     def dtype(self) -> torch.dtype:
         return next(self.policy.parameters()).dtype
 
+    @property
+    def adapted(self) -> list[bool]:
+        """Per meta-parameter, whether the inner step adapts it (``inner_parameters``)."""
+        head = f"layers.{len(self.policy.layers) - 1}."
+        names = self.policy.meta_parameters()
+        if self.config.inner_parameters == "all":
+            return [True] * len(names)
+        return [name == "log_std" or name.startswith(head) for name in names]
+
     # ------------------------------------------------------------------ lines 5-8
     def collect(self, tasks: Sequence[Task], sampler: BatchSampler) -> MetaBatch:
         """Sample D_k with θ, take the inner step(s), sample D'_k with θ'_k (with no inner
@@ -215,7 +227,8 @@ class MAMLTRPO:
         tensors = [p.detach() for p in self._per_task(params, episodes.num_tasks).values()]
         loss = self.log_likelihood(tensors, live_samples(episodes), -1.0, second_order=False)
         alpha = self.config.inner_lr if step_size is None else step_size
-        return {name: p - alpha * g for name, p, g in zip(params, tensors, loss.gradient)}
+        updates = zip(params, tensors, loss.gradient, self.adapted)
+        return {name: p - alpha * g if adapted else p for name, p, g, adapted in updates}
 
     def adapt(self, params: Params, batch: MetaBatch) -> Params:
         """θ'_k after all inner steps, each on its own trajectories D_k."""
@@ -269,11 +282,13 @@ class MAMLTRPO:
         for episodes in batch.train:  # θ'_k = θ - α ∇L_k(θ), as in inner_step
             loss = self.log_likelihood(params, live_samples(episodes), -1.0, second_order)
             inner_losses.append(loss)
-            params = [p - cfg.inner_lr * g for p, g in zip(params, loss.gradient)]
+            updates = zip(params, loss.gradient, self.adapted)
+            params = [p - cfg.inner_lr * g if adapted else p for p, g, adapted in updates]
         # At θ'_old the importance ratio is 1: the surrogate's gradient is the log-likelihood's.
         samples = live_samples(valid)
         post = self.log_likelihood(params, samples, -1.0 / num_tasks, second_order=False)
-        jacobian = AdaptationJacobian(inner_losses, cfg.inner_lr, cfg.first_order)
+        selection = None if cfg.inner_parameters == "all" else self.adapted
+        jacobian = AdaptationJacobian(inner_losses, cfg.inner_lr, cfg.first_order, selection)
         gradient = flatten([g.sum(0) for g in jacobian.vjp(post.gradient)])
         log_std = split_parameters(params)[2]
         fisher = GaussianFisher(post.network, log_std, samples.weights / num_tasks)
@@ -372,7 +387,8 @@ class MAMLTRPO:
             inner_loss.sum(), list(per_task.values()), create_graph=not self.config.first_order
         )
         alpha = self.config.inner_lr
-        return {name: p - alpha * g for (name, p), g in zip(per_task.items(), grads)}
+        updates = zip(per_task.items(), grads, self.adapted)
+        return {name: p - alpha * g if adapted else p for (name, p), g, adapted in updates}
 
     def old_distribution(self, batch: MetaBatch) -> tuple[Tensor, Tensor]:
         """Mean and log σ of the adapted policies at the current meta-parameters, as constants

@@ -24,6 +24,7 @@ def make_agent(
     num_trajectories: int = 4,
     seed: int = 0,
     inner_lr: float = 0.3,
+    inner_parameters: str = "all",
 ) -> tuple[MAMLTRPO, MetaBatch]:
     """A float64 agent with a small policy and a meta-batch sampled from navigation (with
     episodes of different lengths thanks to a large goal tolerance)."""
@@ -36,6 +37,7 @@ def make_agent(
         num_tasks=num_tasks,
         num_trajectories=num_trajectories,
         inner_lr=inner_lr,
+        inner_parameters=inner_parameters,
         num_inner_steps=num_inner_steps,
         first_order=first_order,
         gae_lambda=0.95,

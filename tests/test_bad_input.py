@@ -117,6 +117,9 @@ CASES = {
     "wrong-type": Case([*NEW, "--set", "algorithm.num_tasks=many"], "algorithm.num_tasks: "),
     "out-of-range": Case([*NEW, "--set", "algorithm.gamma=1.5"], "algorithm.gamma: "),
     "zero-tasks": Case([*NEW, "--set", "algorithm.num_tasks=0"], "algorithm.num_tasks: "),
+    "unknown-inner-parameters": Case(
+        [*NEW, "--set", "algorithm.inner_parameters=body"], "algorithm.inner_parameters: "
+    ),
     "negative-inner-steps": Case(
         [*NEW, "--set", "algorithm.num_inner_steps=-1"], "algorithm.num_inner_steps: "
     ),

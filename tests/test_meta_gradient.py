@@ -17,6 +17,8 @@ CASES = {
     "no-step": dict(num_inner_steps=0),  # plain TRPO on all tasks (the "pretrained" baseline)
     "one-step": dict(num_inner_steps=1),
     "negative-step": dict(num_inner_steps=1, inner_lr=-0.3),  # the negative inner step
+    "anil": dict(num_inner_steps=1, inner_parameters="head"),  # only the head adapts
+    "anil-two-steps": dict(num_inner_steps=2, inner_parameters="head"),
     "two-steps": dict(num_inner_steps=2),
     "relu": dict(num_inner_steps=1, nonlinearity="relu"),
     "first-order": dict(num_inner_steps=1, first_order=True),
@@ -38,7 +40,9 @@ def test_fixture_has_variable_length_episodes(tiny_agent) -> None:
 
 
 # ReLU makes the inner gradient, hence θ'(θ), discontinuous: finite differences need tanh.
-@pytest.mark.parametrize("case", ["no-step", "one-step", "negative-step", "two-steps"])
+@pytest.mark.parametrize(
+    "case", ["no-step", "one-step", "negative-step", "two-steps", "anil", "anil-two-steps"]
+)
 def test_meta_gradient_matches_finite_differences(case: str) -> None:
     agent, batch = make_agent(**CASES[case])
     gradient = agent.meta_gradient(batch).gradient
@@ -125,7 +129,7 @@ def test_meta_step_is_the_same_with_both_hessian_methods(case: str) -> None:
     assert (fast_step - slow_step).norm() <= 1e-4 * slow_step.norm()
 
 
-@pytest.mark.parametrize("case", ["no-step", "one-step", "two-steps", "first-order"])
+@pytest.mark.parametrize("case", ["no-step", "one-step", "two-steps", "first-order", "anil"])
 def test_meta_step_improves_surrogate_within_trust_region(case: str) -> None:
     agent, batch = make_agent(**CASES[case])
     before = [p.detach().clone() for p in agent.policy.parameters()]
@@ -197,3 +201,13 @@ def test_meta_step_on_cuda_matches_the_cpu(case: str) -> None:
     cpu_info, gpu_info = cpu_agent.meta_step(batch), gpu_agent.meta_step(gpu_batch)
     assert gpu_info.accepted == cpu_info.accepted
     assert gpu_info.surrogate_after == pytest.approx(cpu_info.surrogate_after, rel=1e-4)
+
+
+def test_anil_adapts_only_the_head() -> None:
+    agent, batch = make_agent(inner_parameters="head")
+    theta = agent.policy.meta_parameters()
+    adapted = agent.adapt(theta, batch)
+    last = len(agent.policy.layers) - 1
+    for name, value in adapted.items():
+        moved = not torch.allclose(value, theta[name].expand_as(value))
+        assert moved == (name == "log_std" or name.startswith(f"layers.{last}.")), name

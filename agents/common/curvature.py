@@ -26,7 +26,7 @@ b_{L-1}]``, each with a leading task dimension ``K`` (``W_l``: ``[K, out, in]``)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -206,26 +206,36 @@ class GaussianLogLikelihood:
 
 
 class AdaptationJacobian:
-    """Products with ``J_k = Π_i (I - α H_k^{(i)})`` for all tasks at once, ``H_k^{(i)}`` the
-    Hessian of inner step i's loss."""
+    """Products with ``J_k = Π_i (I - α P H_k^{(i)})`` for all tasks at once, ``H_k^{(i)}`` the
+    Hessian of inner step i's loss and ``P`` the selection of the parameters the inner step
+    adapts (``adapted``: a flag per parameter; None: all of them, MAML; the head: ANIL).  The
+    cross terms ``P H (I - P)`` stay: the body shapes the head's inner gradient."""
 
     def __init__(
-        self, losses: list[GaussianLogLikelihood], inner_lr: float, first_order: bool
+        self,
+        losses: list[GaussianLogLikelihood],
+        inner_lr: float,
+        first_order: bool,
+        adapted: Sequence[bool] | None = None,
     ) -> None:
         self.losses = losses
         self.inner_lr = inner_lr
         self.first_order = first_order
+        self.adapted = adapted
 
-    def _through(self, loss: GaussianLogLikelihood, vectors: Vectors) -> Vectors:
-        products = loss.hessian_product(vectors)
-        return [v - self.inner_lr * hv for v, hv in zip(vectors, products)]
+    def _select(self, vectors: Vectors) -> Vectors:
+        """``P v``: the adapted parameters' parts of ``vectors``, zero elsewhere."""
+        if self.adapted is None:
+            return vectors
+        return [v if a else torch.zeros_like(v) for v, a in zip(vectors, self.adapted)]
 
     def jvp(self, vectors: Vectors) -> Vectors:
         """``J u``: tangents of θ (per task) pushed through the inner steps in order."""
         if self.first_order:
             return vectors
         for loss in self.losses:
-            vectors = self._through(loss, vectors)
+            products = self._select(loss.hessian_product(vectors))
+            vectors = [v - self.inner_lr * hv for v, hv in zip(vectors, products)]
         return vectors
 
     def vjp(self, vectors: Vectors) -> Vectors:
@@ -233,7 +243,8 @@ class AdaptationJacobian:
         if self.first_order:
             return vectors
         for loss in reversed(self.losses):
-            vectors = self._through(loss, vectors)
+            products = loss.hessian_product(self._select(vectors))
+            vectors = [v - self.inner_lr * hv for v, hv in zip(vectors, products)]
         return vectors
 
 
