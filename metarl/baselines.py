@@ -35,9 +35,12 @@ NEVER_DUMP_LOGS = 2**31  # SB3 keeps its last logged values for us to read inste
 PAPER_UPDATES = {"Navigation2D": 100, "HalfCheetah": 1000, "Ant": 2000}
 
 
-def paper_budget(config: Config) -> int:
-    """Environment steps of the paper's budget for the config's family."""
+def total_steps(config: Config) -> int:
+    """Environment steps of the baseline run: ``baseline.total_steps``, else the paper's budget
+    for the config's family."""
     baseline = _baseline(config)
+    if baseline.total_steps is not None:
+        return baseline.total_steps
     robot = next(name for name in PAPER_UPDATES if config.env.family.startswith(name))
     return PAPER_UPDATES[robot] * baseline.steps_per_update
 
@@ -61,7 +64,7 @@ class BaselineTrainer:
         torch.manual_seed(seeds["policy_init"])
         self.policy = build_policy(config, self.family)  # the random baseline; then the actor's
         torch.random.set_rng_state(generator_state)
-        self.total_steps = self.baseline.total_steps or paper_budget(config)
+        self.total_steps = total_steps(config)
         self.metrics = MetricsLog(run_dir)
         self.iteration = 0
         self.env_steps = 0

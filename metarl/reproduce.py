@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from metarl.baselines import BaselineTrainer, paper_budget
+from metarl.baselines import BaselineTrainer, total_steps
 from metarl.checkpoint import load_checkpoint
 from metarl.config import (
     Config,
@@ -139,9 +139,8 @@ def train_or_resume(config: Config, run_dir: Path, progress: bool) -> None:
     from scratch, or resumed from its last checkpoint; a finished run is left as it is."""
     state = saved_state(config, run_dir)
     if config.baseline is not None:
-        total = config.baseline.total_steps or paper_budget(config)
         if state is not None:
-            if config.baseline.method == "random" or state["env_steps"] >= total:
+            if config.baseline.method == "random" or state["env_steps"] >= total_steps(config):
                 return
             baseline = BaselineTrainer.resume(run_dir, config, state)
         else:
