@@ -98,8 +98,9 @@ def held_out_family(config: Config, seed: int) -> envs.TaskFamily:
 
 
 @dataclass
-class HeldOutAdaptation:
-    """A policy adapted to held-out tasks: its parameters and trajectories after 0..K steps."""
+class Adaptation:
+    """A policy adapted to tasks (held-out ones, or the training stream's for a step-size
+    choice): its parameters and trajectories after 0..K steps."""
 
     family: envs.TaskFamily
     tasks: list[envs.Task]
@@ -108,7 +109,7 @@ class HeldOutAdaptation:
 
 def adapt_to_held_out_tasks(
     config: Config, policy: GaussianMLPPolicy, settings: AdaptationSettings
-) -> HeldOutAdaptation:
+) -> Adaptation:
     """Draw ``settings.num_tasks`` held-out tasks and adapt ``policy`` to each: sample the
     trajectories of every task with the current parameters, take the agent's inner step
     (α per step), and again, ``settings.num_steps`` times."""
@@ -125,7 +126,7 @@ def adapt_to_tasks(
     family: envs.TaskFamily,
     tasks: list[envs.Task],
     sampler_seed: int,
-) -> HeldOutAdaptation:
+) -> Adaptation:
     """Adapt ``policy`` to ``tasks`` of ``family`` as :func:`adapt_to_held_out_tasks` does."""
     sampler = BatchSampler(family, settings.trajectories(config), sampler_seed)
     agent = MAMLTRPO(policy, config.algorithm)
@@ -136,7 +137,7 @@ def adapt_to_tasks(
         steps.append((params, episodes))
         if step_size is not None:
             params = agent.inner_step(params, agent.prepare(episodes), step_size)
-    return HeldOutAdaptation(family, tasks, steps)
+    return Adaptation(family, tasks, steps)
 
 
 @dataclass
