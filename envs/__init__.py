@@ -1,11 +1,14 @@
 """Task families for meta-reinforcement learning, and their gymnasium registration.
 
 ``make_family(name, seed=..., **kwargs)`` builds a task family by name; every family is also
-registered with gymnasium as ``metarl/{name}-v0`` (a single-task environment)."""
+registered with gymnasium as ``metarl/{name}-v0``: ``gymnasium.make`` gives one task of it
+(:mod:`metarl.envs.gym_env`), ``gymnasium.make_vec`` its batched simulator as a vector
+environment (:mod:`metarl.envs.vector_env`)."""
 
 from __future__ import annotations
 
 import difflib
+import functools
 from typing import Any
 
 import gymnasium as gym
@@ -19,9 +22,10 @@ from metarl.envs.base import (
     TaskFamily,
     default_num_threads,
 )
-from metarl.envs.gym_env import TaskEnv
+from metarl.envs.gym_env import FAMILY_ENVS, TaskEnv
 from metarl.envs.half_cheetah import HalfCheetahDir, HalfCheetahVel
 from metarl.envs.navigation import Navigation2D
+from metarl.envs.vector_env import TaskVectorEnv, make_vector_env
 
 FAMILIES: dict[str, type[TaskFamily]] = {
     Navigation2D.name: Navigation2D,
@@ -47,22 +51,21 @@ def make_family(name: str, seed: int | None = None, **kwargs: Any) -> TaskFamily
     return family_class(name)(seed=seed, **kwargs)
 
 
-def make_task_env(
-    family: str, render_mode: str | None = None, seed: int | None = None, **kwargs: Any
-) -> TaskEnv:
-    """Entry point of the gymnasium registrations: a single-task environment of ``family``."""
-    return TaskEnv(make_family(family, seed=seed, **kwargs), render_mode=render_mode)
+def make_task_env(family: str, **kwargs: Any) -> TaskEnv:
+    """A single-task environment of ``family`` (what ``gymnasium.make`` builds for its id)."""
+    family_class(family)
+    return FAMILY_ENVS[family](**kwargs)
 
 
 def _register_all() -> None:
-    for name in FAMILIES:
+    for name, family in FAMILIES.items():
         env_id = f"metarl/{name}-v0"
         if env_id not in gym.registry:
             gym.register(
                 id=env_id,
-                entry_point="metarl.envs:make_task_env",
-                kwargs={"family": name},
-                max_episode_steps=None,
+                entry_point=f"metarl.envs.gym_env:{FAMILY_ENVS[name].__name__}",
+                vector_entry_point=functools.partial(make_vector_env, family),
+                max_episode_steps=None,  # the environment truncates at its preset's horizon
                 disable_env_checker=False,
             )
 
@@ -77,6 +80,7 @@ __all__ = [
     "Task",
     "TaskEnv",
     "TaskFamily",
+    "TaskVectorEnv",
     "default_num_threads",
     "family_class",
     "make_family",

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from metarl.envs.base import Task
+from metarl.envs.base import Task, uniform_goals
 from metarl.envs.mujoco_core import (
     BatchedSimulation,
     DirectionTask,
@@ -237,9 +237,8 @@ class AntGoal(Ant):
     default_task_reward_offset = 4.0
     default_goal_range = 3.0
 
-    def sample_tasks(self, num_tasks: int) -> list[Task]:
-        goals = self.rng.uniform(-self.goal_range, self.goal_range, size=(num_tasks, 2))
-        return [{"goal": [float(x), float(y)]} for x, y in goals]
+    def sample_tasks(self, num_tasks: int, rng: np.random.Generator | None = None) -> list[Task]:
+        return uniform_goals(self.rng if rng is None else rng, self.goal_range, num_tasks)
 
     def task_parameters(self, tasks: Sequence[Task]) -> np.ndarray:
         return np.array([[float(v) for v in task["goal"]] for task in tasks]).reshape(-1, 2)

@@ -139,6 +139,13 @@ def task_features(task: Task) -> np.ndarray:
     return np.concatenate([np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in task.values()])
 
 
+def uniform_goals(rng: np.random.Generator, goal_range: float, num_tasks: int) -> list[Task]:
+    """``num_tasks`` tasks ``{"goal": [x, y]}``, the goals drawn from ``U[-goal_range,
+    goal_range]^2``."""
+    goals = rng.uniform(-goal_range, goal_range, size=(num_tasks, 2))
+    return [{"goal": [float(x), float(y)]} for x, y in goals]
+
+
 class OracleObservation(BatchedEnv):
     """``env`` with each slot's task parameters (:func:`task_features`) appended to its
     observation: the paper's "oracle", a policy told the task.  Everything else is ``env``'s."""
@@ -200,6 +207,8 @@ class TaskFamily(ABC):
     """Family name used in configs and gymnasium ids (``metarl/{name}-v0``)."""
     task_dim: int
     """Length of a task's :func:`task_features`, appended to the observation by ``oracle``."""
+    render_modes: tuple[str, ...] = ()
+    """Render modes of its environments (gymnasium's ``metadata["render_modes"]``)."""
 
     def __init__(self, seed: int | None = None, oracle: bool = False) -> None:
         if not isinstance(oracle, bool):
@@ -212,8 +221,25 @@ class TaskFamily(ABC):
         self.rng = np.random.default_rng(seed)
 
     @abstractmethod
-    def sample_tasks(self, num_tasks: int) -> list[Task]:
-        """Draw ``num_tasks`` independent tasks from the family's distribution."""
+    def sample_tasks(self, num_tasks: int, rng: np.random.Generator | None = None) -> list[Task]:
+        """Draw ``num_tasks`` independent tasks from the family's distribution, with ``rng``
+        (default: the family's own generator)."""
+
+    def check_task(self, task: Any) -> Task:
+        """``task`` as a task of this family; a clear error unless it has the family's keys and
+        number of parameters."""
+        keys = sorted(self.sample_tasks(1, np.random.default_rng(0))[0])
+        if not isinstance(task, dict) or sorted(task) != keys:
+            raise ValueError(f"a {self.name} task is a dict with keys {keys}, got {task!r}")
+        try:
+            size = task_features(task).size
+        except (TypeError, ValueError):
+            size = -1
+        if size != self.task_dim:
+            raise ValueError(
+                f"a {self.name} task has {self.task_dim} number(s) in {keys}, got {task!r}"
+            )
+        return dict(task)
 
     steps_without_gil: bool = False
     """Whether its batched environments step outside Python's GIL (in C), so that several of

@@ -399,6 +399,7 @@ class LocomotionFamily(TaskFamily):
 
     xml_file: str
     steps_without_gil = True
+    render_modes = ("rgb_array",)
     contact_sensors: bool = False
     planar: bool = False  # robot in the x-z plane: centre of mass by PlanarKinematics
     timestep: dict[str, float] = {}  # model timestep per preset, when it differs from the XML
@@ -645,9 +646,10 @@ class VelocityTask:
     rng: np.random.Generator
     velocity_range: tuple[float, float]
 
-    def sample_tasks(self, num_tasks: int) -> list[Task]:
+    def sample_tasks(self, num_tasks: int, rng: np.random.Generator | None = None) -> list[Task]:
         low, high = self.velocity_range
-        return [{"velocity": float(v)} for v in self.rng.uniform(low, high, size=num_tasks)]
+        velocities = (self.rng if rng is None else rng).uniform(low, high, size=num_tasks)
+        return [{"velocity": float(v)} for v in velocities]
 
     def task_parameters(self, tasks: Sequence[Task]) -> np.ndarray:
         return np.array([float(task["velocity"]) for task in tasks])
@@ -663,8 +665,9 @@ class DirectionTask:
 
     rng: np.random.Generator
 
-    def sample_tasks(self, num_tasks: int) -> list[Task]:
-        return [{"direction": float(d)} for d in self.rng.choice([-1.0, 1.0], size=num_tasks)]
+    def sample_tasks(self, num_tasks: int, rng: np.random.Generator | None = None) -> list[Task]:
+        directions = (self.rng if rng is None else rng).choice([-1.0, 1.0], size=num_tasks)
+        return [{"direction": float(d)} for d in directions]
 
     def task_parameters(self, tasks: Sequence[Task]) -> np.ndarray:
         return np.array([float(task["direction"]) for task in tasks])

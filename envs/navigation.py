@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from metarl.envs.base import RENDER_SIZE, BatchedEnv, StepResult, Task, TaskFamily
+from metarl.envs.base import RENDER_SIZE, BatchedEnv, StepResult, Task, TaskFamily, uniform_goals
 
 
 class Navigation2D(TaskFamily):
@@ -61,6 +61,7 @@ class Navigation2D(TaskFamily):
 
     name = "Navigation2D"
     task_dim = 2
+    render_modes = ("rgb_array",)
 
     def __init__(
         self,
@@ -80,9 +81,8 @@ class Navigation2D(TaskFamily):
         self.goal_tolerance = goal_tolerance
         self.horizon = int(horizon)
 
-    def sample_tasks(self, num_tasks: int) -> list[Task]:
-        goals = self.rng.uniform(-self.goal_range, self.goal_range, size=(num_tasks, 2))
-        return [{"goal": [float(x), float(y)]} for x, y in goals]
+    def sample_tasks(self, num_tasks: int, rng: np.random.Generator | None = None) -> list[Task]:
+        return uniform_goals(self.rng if rng is None else rng, self.goal_range, num_tasks)
 
     def make_batched_env(self, num_envs: int, num_threads: int | None = None) -> BatchedEnv:
         """Stepped in numpy on the calling thread, whatever ``num_threads`` says."""
