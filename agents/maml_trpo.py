@@ -17,7 +17,9 @@ Algorithm 3 of the paper, with TRPO as the meta-optimiser, and the method of eac
 The inner loss L is REINFORCE with a per-task linear feature baseline (:meth:`prepare`); the
 meta-step maximises the importance-weighted surrogate of the adapted policies within a trust
 region ``mean_k KL(π_{θ'_k,old} ‖ π_{θ'_k}) ≤ δ`` (δ = ``max_kl``, λ = ``cg_damping``).  With
-several inner steps, fresh trajectories are sampled after each step.
+several inner steps, fresh trajectories are sampled after each step.  Lines 5-8, and line 10's
+surrogate and KL, are :class:`PolicyGradientAdaptation`, which Reptile
+(:mod:`metarl.agents.reptile`) shares; the TRPO step is :class:`MAMLTRPO`'s own.
 
 The meta-gradient and the KL's Hessian-vector products are exact and hand-derived
 (:mod:`metarl.agents.common.curvature`); the last section of the class computes the same
@@ -30,7 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 import torch
 from pydantic import (
@@ -79,8 +81,8 @@ from metarl.agents.common.timing import PhaseTimer
 from metarl.envs import Task
 
 
-class MAMLTRPOConfig(BaseModel):
-    """MAML-TRPO hyperparameters (defaults: the original work)."""
+class AdaptationConfig(BaseModel):
+    """The meta-batch and the inner policy-gradient steps (defaults: the original work)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -91,18 +93,9 @@ class MAMLTRPOConfig(BaseModel):
     num_inner_steps: NonNegativeInt = 1
     # α; negative: the inner step amplifies the loss ("negative inner step" variant)
     inner_lr: float = 0.1
-    first_order: bool = False  # drop second-order terms of the meta-gradient
     gamma: float = Field(0.99, gt=0.0, le=1.0)  # discount γ
     gae_lambda: float = Field(1.0, ge=0.0, le=1.0)  # GAE λ
     baseline_ridge: PositiveFloat = 1e-5  # ridge of the linear feature baseline
-    max_kl: PositiveFloat = 0.01  # trust region δ
-    cg_iterations: PositiveInt = 10
-    cg_damping: float = Field(1e-5, ge=0.0)  # λ
-    line_search_max_steps: PositiveInt = 15
-    line_search_backtrack_ratio: float = Field(0.8, gt=0.0, lt=1.0)
-    # exact Hessian-vector products of the meta-KL: per-task Jacobian products (fast) or
-    # double backpropagation through the inner update (the straightforward reference)
-    hessian_method: Literal["jacobian", "double_backprop"] = "jacobian"
     # parameters the inner step adapts: all (MAML), or the head, the mean's output layer and the
     # log-std, the body learned by the outer loop alone (ANIL, Raghu et al. 2020)
     inner_parameters: Literal["all", "head"] = "all"
@@ -113,6 +106,23 @@ class MAMLTRPOConfig(BaseModel):
         if value == 0 or not math.isfinite(value):
             raise ValueError("must be a non-zero number (negative: the negative inner step)")
         return value
+
+
+class MAMLTRPOConfig(AdaptationConfig):
+    """MAML-TRPO hyperparameters (defaults: the original work)."""
+
+    first_order: bool = False  # drop second-order terms of the meta-gradient
+    max_kl: PositiveFloat = 0.01  # trust region δ
+    cg_iterations: PositiveInt = 10
+    cg_damping: float = Field(1e-5, ge=0.0)  # λ
+    line_search_max_steps: PositiveInt = 15
+    line_search_backtrack_ratio: float = Field(0.8, gt=0.0, lt=1.0)
+    # exact Hessian-vector products of the meta-KL: per-task Jacobian products (fast) or
+    # double backpropagation through the inner update (the straightforward reference)
+    hessian_method: Literal["jacobian", "double_backprop"] = "jacobian"
+
+
+ConfigT = TypeVar("ConfigT", bound=AdaptationConfig)
 
 
 @dataclass
@@ -136,7 +146,7 @@ class MetaGradient:
 
 @dataclass
 class MetaStepInfo:
-    """What the TRPO meta-step did."""
+    """What a meta-step did (Reptile's has no line search: 0 steps, the whole step taken)."""
 
     accepted: bool
     surrogate_before: float
@@ -152,17 +162,19 @@ class MetaStepInfo:
         return cls(False, math.nan, math.nan, 0.0, 0, 0.0, reason)
 
 
-class MAMLTRPO:
-    """The MAML-TRPO agent: adapts ``policy`` per task and meta-updates it in place.
+class PolicyGradientAdaptation(Generic[ConfigT]):
+    """Adapts ``policy`` to each task of a meta-batch by inner policy-gradient steps, sampling
+    fresh trajectories after each (lines 5-8), and scores the adapted policies (line 10's
+    surrogate and KL); the meta-update is the subclass's.
 
-    ``timer`` receives the seconds spent in each phase (``sampling``, ``adaptation``,
-    ``meta_gradient``, ``conjugate_gradient``, ``line_search``).
+    ``timer`` receives the seconds spent in each phase (``sampling``, ``adaptation``, and the
+    meta-step's).
     """
 
     def __init__(
         self,
         policy: GaussianMLPPolicy,
-        config: MAMLTRPOConfig,
+        config: ConfigT,
         timer: PhaseTimer | None = None,
     ) -> None:
         self.policy = policy
@@ -253,7 +265,7 @@ class MAMLTRPO:
         rho = scale * samples.advantages * samples.weights
         return GaussianLogLikelihood(network, log_std, samples.actions, rho, second_order)
 
-    # ------------------------------------------------------------------ line 10: the meta-step
+    # ------------------------------------------------------------------ line 10: the objective
     def surrogate_and_kl(
         self, adapted: Params, batch: MetaBatch, old: tuple[Tensor, Tensor]
     ) -> tuple[Tensor, Tensor]:
@@ -269,6 +281,14 @@ class MAMLTRPO:
         kl = masked_mean_per_task(gaussian_kl(old_mean, old_log_std, mean, log_std), valid.mask)
         return surrogate.mean(), kl.mean()
 
+
+class MAMLTRPO(PolicyGradientAdaptation[MAMLTRPOConfig]):
+    """The MAML-TRPO agent: adapts ``policy`` per task and meta-updates it in place by a TRPO
+    step through the inner step(s) (timed phases: ``meta_gradient``, ``conjugate_gradient``,
+    ``line_search``).
+    """
+
+    # ------------------------------------------------------------------ line 10: the meta-step
     @torch.no_grad()
     def meta_gradient(self, batch: MetaBatch) -> MetaGradient:
         """The surrogate, its meta-gradient ``Σ_k J_kᵀ ∇L_k(θ'_k) / K`` (``J_k = ∂θ'_k/∂θ``) and
@@ -420,4 +440,12 @@ class MAMLTRPO:
         return MetaGradient(surrogate.detach(), gradient, product, old)
 
 
-__all__ = ["MAMLTRPO", "MAMLTRPOConfig", "MetaBatch", "MetaGradient", "MetaStepInfo"]
+__all__ = [
+    "AdaptationConfig",
+    "MAMLTRPO",
+    "MAMLTRPOConfig",
+    "MetaBatch",
+    "MetaGradient",
+    "MetaStepInfo",
+    "PolicyGradientAdaptation",
+]

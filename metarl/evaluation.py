@@ -6,7 +6,8 @@ for the following ones), re-sample, and so on.  The result is the average undisc
 trajectory of every task after each step, summarised as mean and standard error over tasks.
 
 All tasks × trajectories of a step are one batch of the agent's own :class:`BatchSampler`, and the
-inner step is the agent's own (:meth:`MAMLTRPO.prepare` then :meth:`MAMLTRPO.inner_step`).
+inner step is the one training takes, MAML-TRPO's and Reptile's alike
+(:meth:`PolicyGradientAdaptation.prepare` then :meth:`PolicyGradientAdaptation.inner_step`).
 Held-out tasks come from a task generator seeded by ``(seed, HELD_OUT_SALT)``, a stream no
 training run draws from.  Videos (:mod:`metarl.video`) adapt with the same routine,
 :func:`adapt_to_held_out_tasks`.
@@ -27,7 +28,7 @@ from metarl import envs
 from metarl.agents.common.episodes import Episodes
 from metarl.agents.common.policies import GaussianMLPPolicy, Params
 from metarl.agents.common.sampling import BatchSampler
-from metarl.agents.maml_trpo import MAMLTRPO
+from metarl.agents.maml_trpo import PolicyGradientAdaptation
 from metarl.checkpoint import find_checkpoint, load_checkpoint
 from metarl.components import build_policy, derived_seeds, held_out_seeds, make_family
 from metarl.config import Config, run_method, validate_config
@@ -129,7 +130,7 @@ def adapt_to_tasks(
 ) -> Adaptation:
     """Adapt ``policy`` to ``tasks`` of ``family`` as :func:`adapt_to_held_out_tasks` does."""
     sampler = BatchSampler(family, settings.trajectories(config), sampler_seed)
-    agent = MAMLTRPO(policy, config.algorithm)
+    agent = PolicyGradientAdaptation(policy, config.algorithm)
     params: Params = policy.meta_parameters()
     steps = []
     for step_size in [*settings.step_sizes(config), None]:
