@@ -1,4 +1,5 @@
-"""What a run is built from, per its config: its seeded random streams, task family and policy.
+"""What a run is built from, per its config: its seeded random streams, task family, policy and
+agent.
 
 Training (:mod:`metarl.training`), evaluation and videos build theirs here, so that a policy
 restored from a checkpoint has exactly the shape it was trained with.
@@ -10,7 +11,12 @@ import numpy as np
 
 from metarl import envs
 from metarl.agents.common.policies import GaussianMLPPolicy
+from metarl.agents.maml_trpo import MAMLTRPO
+from metarl.agents.reptile import Reptile
 from metarl.config import Config
+
+Agent = MAMLTRPO | Reptile
+"""A meta-learning agent: ``collect`` samples and adapts, ``meta_step`` updates its policy."""
 
 HELD_OUT_SALT = 0x4E1D0
 """Mixed into the seed of held-out tasks: a stream that no training run draws from."""
@@ -47,3 +53,10 @@ def build_policy(config: Config, family: envs.TaskFamily) -> GaussianMLPPolicy:
         config.policy.nonlinearity,
         config.policy.init_std,
     )
+
+
+def build_agent(config: Config, policy: GaussianMLPPolicy) -> Agent:
+    """The agent of ``algorithm.name``, meta-training ``policy``."""
+    if config.algorithm.name == "reptile":
+        return Reptile(policy, config.algorithm)
+    return MAMLTRPO(policy, config.algorithm)

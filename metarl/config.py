@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 
 from metarl import envs
 from metarl.agents.maml_trpo import MAMLTRPOConfig
+from metarl.agents.reptile import ReptileConfig
 
 DEFAULT_CONFIG = "navigation"
 
@@ -66,7 +67,20 @@ class PolicyConfig(_Section):
     init_std: PositiveFloat = 1.0
 
 
-AlgorithmConfig = MAMLTRPOConfig  # the algorithm section: MAML-TRPO's hyperparameters
+class AlgorithmConfig(MAMLTRPOConfig, ReptileConfig):
+    """The meta-learning algorithm and its hyperparameters (each reads its own and the inner
+    loop's: Reptile has no trust region, MAML-TRPO no outer step size)."""
+
+    name: Literal["maml_trpo", "reptile"] = "maml_trpo"  # the agent: agents/{name}.py
+
+    @pydantic.model_validator(mode="after")
+    def _reptile_adapts(self) -> AlgorithmConfig:
+        if self.name == "reptile" and self.num_inner_steps == 0:
+            raise ValueError(
+                "algorithm.num_inner_steps: Reptile needs at least one inner step (it moves θ "
+                "towards the adapted parameters), got 0"
+            )
+        return self
 
 
 class TrainConfig(_Section):
@@ -116,13 +130,15 @@ class Config(_Section):
 
 
 def run_method(config: Config) -> str:
-    """What a run is: ``maml``, or a baseline (its ``baseline`` section's method; without one,
-    ``oracle`` when told the task and ``pretrained`` with no inner step, as metarl's own loop
-    trains the navigation baselines)."""
+    """What a run is: ``maml``, ``reptile``, or a baseline (its ``baseline`` section's method;
+    without one, ``oracle`` when told the task and ``pretrained`` with no inner step, as metarl's
+    own loop trains the navigation baselines)."""
     if config.baseline is not None:
         return config.baseline.method
     if config.env.kwargs.get("oracle"):
         return "oracle"
+    if config.algorithm.name == "reptile":
+        return "reptile"
     return "pretrained" if config.algorithm.num_inner_steps == 0 else "maml"
 
 
@@ -210,7 +226,7 @@ def _describe(error: Any) -> str:
     message = error["msg"]
     if error["type"] == "value_error":
         message = message.removeprefix("Value error, ")
-        if message.startswith("env.kwargs."):
+        if message.startswith(("env.kwargs.", "algorithm.")):
             return message
     given = error.get("input")
     shown = "" if isinstance(given, dict) else f" (got {given!r})"

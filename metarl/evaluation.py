@@ -32,7 +32,7 @@ from metarl.agents.maml_trpo import PolicyGradientAdaptation
 from metarl.checkpoint import find_checkpoint, load_checkpoint
 from metarl.components import build_policy, derived_seeds, held_out_seeds, make_family
 from metarl.config import Config, run_method, validate_config
-from metarl.paper import PAPER
+from metarl.paper import METHODS, PAPER
 
 EVALUATION_FILE = "evaluation.json"
 TABLE_FILE = "evaluation.md"
@@ -264,8 +264,10 @@ def evaluate(
 
 def paper_curve(config: Config, preset: str) -> Curve:
     """The paper's published returns for the run's family and method, as a curve (no error
-    bars); raises ``ValueError`` where the paper has none (other presets, AntGoal)."""
+    bars); raises ``ValueError`` where the paper has none (other presets, AntGoal, Reptile)."""
     method = run_method(config)
+    if method not in METHODS:
+        raise ValueError(f"the MAML paper reports no {method} numbers")
     if preset != "original":
         raise ValueError(f"the paper's numbers hold for the original preset, not {preset!r}")
     if config.env.family not in PAPER:

@@ -30,7 +30,6 @@ from metarl.logging import grouped_name
 from metarl.training import IterationHook
 from metarl.video import record_adaptation
 
-ALGORITHM = "maml_trpo"
 MODES = ("online", "offline", "disabled")
 VIDEO_TASKS = 2
 
@@ -94,9 +93,12 @@ class TrackedRun(Protocol):
 
 
 def algorithm_tag(config: Config) -> str:
-    """``maml_trpo``, or the baseline's learner and method (``sb3_trpo_pretrained``)."""
+    """``algorithm.name`` (``maml_trpo``, ``reptile``), or the baseline's learner and method
+    (``sb3_trpo_pretrained``)."""
     baseline = config.baseline
-    return ALGORITHM if baseline is None else f"sb3_{baseline.algorithm}_{baseline.method}"
+    if baseline is None:
+        return config.algorithm.name
+    return f"sb3_{baseline.algorithm}_{baseline.method}"
 
 
 def is_oracle(config: Config) -> bool:

@@ -16,14 +16,14 @@ from tqdm import tqdm
 from metarl import envs
 from metarl.agents.common.numerics import NonFiniteError
 from metarl.agents.common.sampling import BatchSampler
-from metarl.agents.maml_trpo import MAMLTRPO, MetaStepInfo
+from metarl.agents.maml_trpo import MetaStepInfo
 from metarl.checkpoint import (
     CheckpointError,
     atomic_write_bytes,
     remove_stale_temp_files,
     save_checkpoint,
 )
-from metarl.components import build_policy, derived_seeds, make_family
+from metarl.components import Agent, build_agent, build_policy, derived_seeds, make_family
 from metarl.config import Config
 from metarl.logging import MetricsLog, summary_line
 
@@ -51,7 +51,7 @@ class RejectionLimitError(RuntimeError):
 
 
 def meta_iteration(
-    agent: MAMLTRPO, tasks: Sequence[envs.Task], sampler: BatchSampler
+    agent: Agent, tasks: Sequence[envs.Task], sampler: BatchSampler
 ) -> tuple[dict[str, float], MetaStepInfo]:
     """Collect, adapt and meta-update once; returns the iteration's metrics (env steps,
     returns before and after adaptation, the meta-step's outcome, seconds per phase) and
@@ -100,7 +100,7 @@ class Trainer:
         torch.manual_seed(seeds["policy_init"])
         self.policy = build_policy(config, self.family).to(config.train.device)
         torch.random.set_rng_state(generator_state)
-        self.agent = MAMLTRPO(self.policy, config.algorithm)
+        self.agent = build_agent(config, self.policy)
         self.sampler = BatchSampler(
             self.family, config.algorithm.num_trajectories, seeds["sampler"]
         )

@@ -1,6 +1,8 @@
-"""Shared fixtures: a tiny float64 MAML-TRPO agent on real navigation episodes."""
+"""Shared fixtures: tiny float64 MAML-TRPO and Reptile agents on real navigation episodes."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 import torch
@@ -8,7 +10,8 @@ import torch
 from metarl import envs
 from metarl.agents.common.policies import GaussianMLPPolicy
 from metarl.agents.common.sampling import BatchSampler
-from metarl.agents.maml_trpo import MAMLTRPO, MetaBatch
+from metarl.agents.maml_trpo import MAMLTRPO, AdaptationConfig, MetaBatch
+from metarl.agents.reptile import Reptile, ReptileConfig
 from metarl.config import AlgorithmConfig
 
 # The tests use tiny tensors: one thread avoids OpenMP spin-waits on a busy machine.
@@ -46,6 +49,14 @@ def make_agent(
     sampler = BatchSampler(family, num_trajectories, seed)
     batch = agent.collect(family.sample_tasks(num_tasks), sampler)
     return agent, batch
+
+
+def make_reptile(outer_lr: float = 0.3, **kwargs: Any) -> tuple[Reptile, MetaBatch]:
+    """A Reptile agent on :func:`make_agent`'s policy and meta-batch (``kwargs``): the inner
+    loop, hence the batch, is the same."""
+    maml, batch = make_agent(**kwargs)
+    shared = maml.config.model_dump(include=set(AdaptationConfig.model_fields))
+    return Reptile(maml.policy, ReptileConfig(**shared, outer_lr=outer_lr)), batch
 
 
 @pytest.fixture

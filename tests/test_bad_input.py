@@ -72,6 +72,13 @@ def shorten_metrics(run: Path) -> None:
     metrics.write_text(metrics.read_text().splitlines(keepends=True)[0])
 
 
+def make_reptile_run(run: Path) -> None:
+    best = run / "checkpoints" / "best.pt"
+    state = load_checkpoint(best)
+    state["config"]["algorithm"]["name"] = "reptile"
+    save_checkpoint(best, state)
+
+
 def baseline_checkpoint(method: str) -> Setup:
     """``{tmp}/METHOD/checkpoints/last.pt``: a checkpoint whose config is that baseline's."""
 
@@ -122,6 +129,20 @@ CASES = {
     ),
     "negative-inner-steps": Case(
         [*NEW, "--set", "algorithm.num_inner_steps=-1"], "algorithm.num_inner_steps: "
+    ),
+    "unknown-algorithm": Case(
+        [*NEW, "--set", "algorithm.name=reptil"],
+        "algorithm.name: Input should be 'maml_trpo' or 'reptile' (got 'reptil')",
+    ),
+    "zero-outer-lr": Case(
+        [*NEW, "--set", "algorithm.outer_lr=0"], "outer_lr: Input should be greater than 0"
+    ),
+    "reptile-without-inner-step": Case(
+        [*NEW, "--set", "algorithm.name=reptile", "--set", "algorithm.num_inner_steps=0"],
+        "algorithm.num_inner_steps: Reptile needs at least one inner step",
+    ),
+    "infinite-outer-lr": Case(
+        [*NEW, "--set", "algorithm.outer_lr=.inf"], "outer_lr: Input should be a finite number"
     ),
     "zero-horizon": Case([*NEW, "--set", "env.kwargs={horizon: 0}"], "horizon must be > 0"),
     "bad-nonlinearity": Case(
@@ -304,6 +325,11 @@ CASES = {
     ),
     "evaluate-zero-tasks": Case(
         ["evaluate", "{tmp}/run", "--tasks", "0"], "expected an integer >= 1", copy_run()
+    ),
+    "evaluate-paper-for-reptile": Case(
+        ["evaluate", "{tmp}/run", "--paper"],
+        "--paper: the MAML paper reports no reptile numbers",
+        copy_run(make_reptile_run),
     ),
 }
 

@@ -22,7 +22,7 @@ from metarl.envs.base import StepResult
 from metarl.envs.navigation import BatchedNavigation2D, Navigation2D
 from metarl.logging import read_metrics
 from metarl.training import meta_iteration
-from tests.conftest import make_agent
+from tests.conftest import make_agent, make_reptile
 from tests.tiny_runs import tiny_flags
 
 Injection = Callable[[MAMLTRPO, MetaBatch], None]
@@ -55,6 +55,11 @@ def infinite_trust_region(agent: MAMLTRPO, batch: MetaBatch) -> None:
     agent.config = agent.config.model_copy(update={"max_kl": math.inf})
 
 
+def inf_inner_observation(agent: MAMLTRPO, batch: MetaBatch) -> None:
+    # in D_k: the inner gradient, hence the adapted parameters, are NaN (0 · inf)
+    batch.train[0].observations[0, 0, 0, 0] = math.inf
+
+
 INJECTIONS: dict[str, tuple[Injection, str]] = {
     "nan-reward": (nan_reward, "returns"),
     "inf-advantage": (inf_advantage, "advantages"),
@@ -63,16 +68,27 @@ INJECTIONS: dict[str, tuple[Injection, str]] = {
     "nan-damping": (nan_damping, "cg_direction"),
     "infinite-trust-region": (infinite_trust_region, "kl"),
 }
+# Reptile's update, the mean step towards the adapted parameters, is checked as ``gradient``.
+REPTILE_INJECTIONS: dict[str, tuple[Injection, str]] = {
+    "nan-reward": (nan_reward, "returns"),
+    "inf-advantage": (inf_advantage, "advantages"),
+    "nan-parameter": (nan_parameter, "gradient"),
+    "inf-inner-observation": (inf_inner_observation, "gradient"),
+}
+REJECTIONS = {
+    **{f"maml-trpo-{name}": (make_agent, *case) for name, case in INJECTIONS.items()},
+    **{f"reptile-{name}": (make_reptile, *case) for name, case in REPTILE_INJECTIONS.items()},
+}
 
 
 def parameters(agent: MAMLTRPO) -> list[torch.Tensor]:
     return [p.detach().clone() for p in agent.policy.parameters()]
 
 
-@pytest.mark.parametrize("name", list(INJECTIONS))
+@pytest.mark.parametrize("name", list(REJECTIONS))
 def test_non_finite_value_rejects_the_meta_step(name: str) -> None:
-    inject, stage = INJECTIONS[name]
-    agent, batch = make_agent()
+    make, inject, stage = REJECTIONS[name]
+    agent, batch = make()
     inject(agent, batch)
     before = parameters(agent)
     with pytest.raises(NonFiniteError, match=f"non-finite {stage}") as error:

@@ -59,10 +59,19 @@ def assert_same_checkpoint(a: Path, b: Path) -> None:
         assert torch.equal(tensor, state_b["policy"][name]), name
 
 
-def test_run_killed_and_resumed_repeats_the_uninterrupted_run(tmp_path: Path) -> None:
+ALGORITHMS = {
+    "maml_trpo": [],
+    "reptile": ["--set", "algorithm.name=reptile", "--set", "algorithm.num_inner_steps=2"],
+}
+
+
+@pytest.mark.parametrize("algorithm", list(ALGORITHMS))
+def test_run_killed_and_resumed_repeats_the_uninterrupted_run(
+    tmp_path: Path, algorithm: str
+) -> None:
     # last.pt every 2 iterations: the kill usually leaves logged iterations to replay
     num_iterations, kill_after = 10, 3
-    args = [*TINY, "--set", "train.checkpoint_every=2"]
+    args = [*TINY, "--set", "train.checkpoint_every=2", *ALGORITHMS[algorithm]]
     killed = tmp_path / "killed"
     command = [sys.executable, "-m", "metarl", "train", "--run-dir", str(killed)]
     command += ["--iterations", str(num_iterations), *args]
