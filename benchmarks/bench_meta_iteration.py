@@ -1,4 +1,4 @@
-"""Time split of MAML-TRPO meta-iterations for a config, for several meta-gradient variants.
+"""Time split of meta-iterations for a config, for several meta-gradient variants and Reptile.
 
 Runs the variants interleaved (round-robin) on the same tasks and prints, per variant, the median
 time of each phase (sampling, inner adaptation, meta-gradient, conjugate gradient, line search),
@@ -33,6 +33,7 @@ VARIANTS = {
     "anil": {"hessian_method": "jacobian", "first_order": False, "inner_parameters": "head"},
     "negative-lr": {"hessian_method": "jacobian", "first_order": False, "inner_lr": -0.1},
     "no-inner-step": {"hessian_method": "jacobian", "first_order": False, "num_inner_steps": 0},
+    "reptile": {"name": "reptile"},  # the config's inner steps, no meta-gradient or TRPO step
 }
 PHASES = list(TIMED_PHASES)
 

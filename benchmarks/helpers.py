@@ -15,8 +15,7 @@ import torch
 from metarl.agents.common.episodes import Episodes
 from metarl.agents.common.policies import GaussianMLPPolicy, Params
 from metarl.agents.common.sampling import BatchSampler
-from metarl.agents.maml_trpo import MAMLTRPO
-from metarl.components import build_policy, derived_seeds, make_family
+from metarl.components import Agent, build_agent, build_policy, derived_seeds, make_family
 from metarl.config import Config, load_config, resolve_config_path
 from metarl.envs import Task, TaskFamily
 from metarl.envs.mujoco_core import (
@@ -35,14 +34,15 @@ def bench_config(name: str, overrides: list[str]) -> Config:
     return load_config(resolve_config_path(name), overrides)
 
 
-def make_variant(config: Config, overrides: dict[str, object]) -> tuple[MAMLTRPO, BatchSampler]:
-    """The agent and sampler a training run of ``config`` starts with, the algorithm's
-    hyperparameters updated by ``overrides``."""
+def make_variant(config: Config, overrides: dict[str, object]) -> tuple[Agent, BatchSampler]:
+    """The agent and sampler a training run of ``config`` starts with, the algorithm section
+    (``name`` included) updated by ``overrides``."""
     seeds = derived_seeds(config.train.seed)
     family = make_family(config, seed=seeds["tasks"])
     torch.manual_seed(seeds["policy_init"])
     policy = build_policy(config, family).to(config.train.device)
-    agent = MAMLTRPO(policy, config.algorithm.model_copy(update=overrides))
+    algorithm = config.algorithm.model_copy(update=overrides)
+    agent = build_agent(config.model_copy(update={"algorithm": algorithm}), policy)
     return agent, BatchSampler(family, config.algorithm.num_trajectories, seeds["sampler"])
 
 
