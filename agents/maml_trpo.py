@@ -127,10 +127,12 @@ ConfigT = TypeVar("ConfigT", bound=AdaptationConfig)
 
 @dataclass
 class MetaBatch:
-    """The trajectories of one meta-iteration: D_k before each inner step, D'_k after the last."""
+    """The trajectories of one meta-iteration: D_k before each inner step, D'_k after the last,
+    and the parameters θ'_k that sampled D'_k."""
 
     train: list[Episodes]  # one Episodes per inner step
     valid: Episodes
+    adapted: Params  # θ'_k per task (with no inner step, θ itself)
 
 
 @dataclass
@@ -213,7 +215,7 @@ class PolicyGradientAdaptation(Generic[ConfigT]):
                 params = self.inner_step(params, episodes)
         with self.timer("sampling"):
             valid = self.prepare(sampler.sample(tasks, self.policy, params))
-        return MetaBatch(train, valid)
+        return MetaBatch(train, valid, params)
 
     def prepare(self, episodes: Episodes) -> Episodes:
         """Move to the learning device and attach normalised advantages (baseline per task)."""

@@ -52,7 +52,7 @@ class Reptile(PolicyGradientAdaptation[ReptileConfig]):
 
     @torch.no_grad()
     def meta_step(self, batch: MetaBatch) -> MetaStepInfo:
-        """``θ ← θ + ε mean_k(θ'_k − θ)``, θ'_k the parameters after the inner steps on ``batch``.
+        """``θ ← θ + ε mean_k(θ'_k − θ)``, θ'_k the parameters that sampled ``batch``'s D'_k.
 
         Raises :class:`NonFiniteError` (the meta-parameters unchanged) at the first stage that
         meets a NaN or an Inf: returns, advantages, the update (``gradient``), the KL."""
@@ -61,7 +61,7 @@ class Reptile(PolicyGradientAdaptation[ReptileConfig]):
         check_finite("advantages", *(e.advantages for e in episodes if e.advantages is not None))
         with self.timer("meta_gradient"):
             theta = {name: p.detach().clone() for name, p in self.policy.meta_parameters().items()}
-            adapted = self.adapt(theta, batch)
+            adapted = batch.adapted
             eps = self.config.outer_lr
             step = {name: eps * (adapted[name] - theta[name]).mean(0) for name in theta}
             check_finite("gradient", *step.values())

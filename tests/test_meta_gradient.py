@@ -188,7 +188,8 @@ def test_meta_step_on_cuda_matches_the_cpu(case: str) -> None:
     gpu_agent, _ = make_agent(**CASES[case])
     gpu_agent.policy.to("cuda")
     gpu_train = [gpu_agent.prepare(episodes) for episodes in batch.train]
-    gpu_batch = MetaBatch(gpu_train, gpu_agent.prepare(batch.valid))
+    gpu_adapted = {name: p.cuda() for name, p in batch.adapted.items()}
+    gpu_batch = MetaBatch(gpu_train, gpu_agent.prepare(batch.valid), gpu_adapted)
     cpu, gpu = cpu_agent.meta_gradient(batch), gpu_agent.meta_gradient(gpu_batch)
     torch.testing.assert_close(gpu.gradient.cpu(), cpu.gradient, rtol=1e-9, atol=1e-12)
     v = torch.randn_like(cpu.gradient)

@@ -55,11 +55,6 @@ def infinite_trust_region(agent: MAMLTRPO, batch: MetaBatch) -> None:
     agent.config = agent.config.model_copy(update={"max_kl": math.inf})
 
 
-def inf_inner_observation(agent: MAMLTRPO, batch: MetaBatch) -> None:
-    # in D_k: the inner gradient, hence the adapted parameters, are NaN (0 · inf)
-    batch.train[0].observations[0, 0, 0, 0] = math.inf
-
-
 INJECTIONS: dict[str, tuple[Injection, str]] = {
     "nan-reward": (nan_reward, "returns"),
     "inf-advantage": (inf_advantage, "advantages"),
@@ -73,7 +68,6 @@ REPTILE_INJECTIONS: dict[str, tuple[Injection, str]] = {
     "nan-reward": (nan_reward, "returns"),
     "inf-advantage": (inf_advantage, "advantages"),
     "nan-parameter": (nan_parameter, "gradient"),
-    "inf-inner-observation": (inf_inner_observation, "gradient"),
 }
 REJECTIONS = {
     **{f"maml-trpo-{name}": (make_agent, *case) for name, case in INJECTIONS.items()},
