@@ -13,14 +13,11 @@ from typing import Any
 import torch
 
 from metarl.agents.common.numerics import all_finite
+from metarl.errors import CheckpointError
 
 FORMAT = "metarl-checkpoint-v1"
 REQUIRED_KEYS = ("format", "iteration", "config", "policy")
 TEMP_SUFFIX = ".tmp"  # in-progress writes: ``.{name}.XXXX.tmp``, never a checkpoint
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used (one-line message)."""
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

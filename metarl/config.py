@@ -7,7 +7,6 @@ import copy
 import difflib
 import inspect
 from datetime import datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,12 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 from metarl import envs
 from metarl.agents.maml_trpo import MAMLTRPOConfig
 from metarl.agents.reptile import ReptileConfig
-
-DEFAULT_CONFIG = "navigation"
-
-
-class ConfigError(ValueError):
-    """A user-facing configuration problem (one line)."""
+from metarl.configs import DEFAULT_CONFIG, bundled_config_path, bundled_configs
+from metarl.errors import ConfigError
 
 
 class _Section(BaseModel):
@@ -192,7 +187,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"config file {path}: invalid YAML{where}") from None
     if data is None:
-        return {}
+        sections = ", ".join(Config.model_fields)
+        raise ConfigError(f"config file {path}: empty; expected a mapping of sections ({sections})")
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: expected a mapping of sections at the top level")
     return data
@@ -250,15 +246,6 @@ def _suggest(name: str, candidates: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def bundled_configs() -> list[str]:
-    """Names of the configs shipped in ``configs/`` (usable as ``--config NAME``)."""
-    return sorted(
-        p.name.removesuffix(".yaml")
-        for p in resources.files("metarl.configs").iterdir()
-        if p.name.endswith(".yaml")
-    )
-
-
 def resolve_config_path(value: str | None) -> Path:
     """A path to a YAML file, or the name of a bundled config (``navigation``)."""
     name = value or DEFAULT_CONFIG
@@ -266,7 +253,7 @@ def resolve_config_path(value: str | None) -> Path:
     if path.exists() or path.suffix in (".yaml", ".yml") or "/" in name:
         return path
     if name in bundled_configs():
-        return Path(str(resources.files("metarl.configs") / f"{name}.yaml"))
+        return bundled_config_path(name)
     raise ConfigError(
         f"--config {name}: no such file or bundled config; bundled: {bundled_configs()}"
     )

@@ -169,6 +169,14 @@ CASES = {
     "top-level-list": Case(
         [*NEW, "--config", "{tmp}/bad.yaml"], "mapping of sections", write("bad.yaml", "- 1\n")
     ),
+    "empty-config": Case(
+        [*NEW, "--config", "{tmp}/empty.yaml"],
+        "empty.yaml: empty; expected a mapping of sections (env, policy, algorithm, train",
+        write("empty.yaml", ""),
+    ),
+    "config-of-comments-only": Case(
+        [*NEW, "--config", "{tmp}/c.yaml"], "c.yaml: empty;", write("c.yaml", "# env: {}\n")
+    ),
     "unknown-bundled-config": Case([*NEW, "--config", "navigaton"], "navigaton: no such file"),
     "unknown-family": Case(
         [*NEW, "--set", "env.family=Navigation3D"],
