@@ -15,17 +15,16 @@ import io
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
-from tqdm import tqdm
 
 from metarl.agents.common.vec_env import TaskVecEnv
 from metarl.agents.sb3_baselines import copy_actor, load_model, make_model
 from metarl.checkpoint import CheckpointError, remove_stale_temp_files, save_checkpoint
 from metarl.components import build_policy, derived_seeds, make_family
 from metarl.config import BaselineConfig, Config
-from metarl.logging import MetricsLog
+from metarl.logging import MetricsLog, Progress
 from metarl.training import IterationHook, write_resolved_config
 
 STATE_KEYS = ("iteration", "env_steps", "best_return", "config", "policy", "task_rng", "best")
@@ -53,6 +52,8 @@ def _baseline(config: Config) -> BaselineConfig:
 
 class BaselineTrainer:
     """Trains (or, for ``random``, only initialises) the baseline of ``config`` in ``run_dir``."""
+
+    best_metric: ClassVar[str] = "return"  # the metrics.jsonl key that best.pt maximises
 
     def __init__(self, config: Config, run_dir: Path) -> None:
         self.config = config
@@ -162,26 +163,28 @@ class BaselineTrainer:
         trainer.write_config()
         return trainer
 
-    def train(self, progress: bool = True, on_iteration: IterationHook | None = None) -> None:
+    def train(
+        self,
+        progress: bool = True,
+        on_iteration: IterationHook | None = None,
+        lines: bool = True,
+    ) -> None:
         """Update until ``total_steps`` environment steps (``random``: save the initial policy),
-        calling ``on_iteration`` with each update's record."""
+        calling ``on_iteration`` with each update's record; a progress bar (``progress``) and
+        one line per update (``lines``)."""
         if self.model is None:
             self.save(-math.inf)
             return
         total = math.ceil(self.total_steps / self.steps_per_update)
-        with tqdm(
-            total=total, initial=self.iteration, disable=not progress, desc="updates", unit="it"
-        ) as bar:
+        with Progress(total, self.iteration, "updates", progress, lines) as bar:
             while self.iteration < total:
                 record = self.update()
-                bar.update(1)
+                bar.advance(
+                    f"update {record['iteration']:5d} | return {record['return']:9.2f} | "
+                    f"kl {record['kl']:.4f} | {record['time_iteration']:.1f}s"
+                )
                 if on_iteration is not None:
                     on_iteration(record)
-                if progress:
-                    bar.write(
-                        f"update {record['iteration']:5d} | return {record['return']:9.2f} | "
-                        f"kl {record['kl']:.4f} | {record['time_iteration']:.1f}s"
-                    )
 
     def update(self) -> dict[str, Any]:
         """One rollout of ``steps_per_update`` steps and one learner update, logged and saved."""

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
 
 METRICS_FILE = "metrics.jsonl"
 TIMING_PREFIX = "time_"  # wall-clock fields: the only ones that differ between identical runs
@@ -91,3 +94,30 @@ def summary_line(metrics: dict[str, Any]) -> str:
         f"ls {metrics['line_search_steps']:2d} | "
         f"sample {metrics['time_sampling']:5.2f}s learn {metrics['time_learning']:5.2f}s{status}"
     )
+
+
+class Progress:
+    """A run's console: a progress bar (``bar``, on stderr) and one line per iteration (``lines``,
+    on stdout, flushed: a batch job's log keeps them without the bar's carriage returns); a
+    warning line is printed on stderr when the lines are off."""
+
+    def __init__(self, total: int, initial: int, desc: str, bar: bool, lines: bool) -> None:
+        self.bar = tqdm(
+            total=total, initial=initial, disable=not bar, desc=desc, unit="it", dynamic_ncols=True
+        )
+        self.lines = lines
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.bar.close()
+
+    def advance(self, line: str, warning: bool = False) -> None:
+        """One iteration done: the bar moves on and ``line`` is printed above it."""
+        self.bar.update(1)
+        if self.lines:
+            self.bar.write(line, file=sys.stdout)
+            sys.stdout.flush()
+        elif warning:
+            print(line, file=sys.stderr)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import yaml
-from tqdm import tqdm
 
 from metarl import envs
 from metarl.agents.common.numerics import NonFiniteError
@@ -25,7 +23,8 @@ from metarl.checkpoint import (
 )
 from metarl.components import Agent, build_agent, build_policy, derived_seeds, make_family
 from metarl.config import Config
-from metarl.logging import MetricsLog, summary_line
+from metarl.errors import RejectionLimitError
+from metarl.logging import MetricsLog, Progress, summary_line
 
 CONFIG_FILE = "config.yaml"
 STATE_KEYS = (
@@ -44,10 +43,6 @@ STATE_KEYS = (
 IterationHook = Callable[[dict[str, Any]], None]
 LEARNING_PHASES = ("adaptation", "meta_gradient", "conjugate_gradient", "line_search")
 TIMED_PHASES = ("sampling", *LEARNING_PHASES)
-
-
-class RejectionLimitError(RuntimeError):
-    """Too many consecutive meta-steps were rejected for non-finite values: the run stops."""
 
 
 def meta_iteration(
@@ -90,6 +85,8 @@ class Trainer:
     ``last.pt`` holds the whole training state (see :meth:`state_dict`), ``best.pt`` included,
     so a resumed run repeats the uninterrupted one exactly and restores a consistent ``best.pt``.
     """
+
+    best_metric: ClassVar[str] = "return_post"  # the metrics.jsonl key that best.pt maximises
 
     def __init__(self, config: Config, run_dir: Path) -> None:
         self.config = config
@@ -183,26 +180,18 @@ class Trainer:
         num_iterations: int,
         progress: bool = True,
         on_iteration: IterationHook | None = None,
+        lines: bool = True,
     ) -> list[dict[str, Any]]:
-        """Run meta-iterations until ``num_iterations`` are done in total."""
+        """Run meta-iterations until ``num_iterations`` are done in total, with a progress bar
+        (``progress``) and one line per iteration (``lines``; rejected steps' lines always)."""
         records = []
-        bar = tqdm(
-            total=num_iterations,
-            initial=self.iteration,
-            disable=not progress,
-            desc="meta-iterations",
-            unit="it",
-            dynamic_ncols=True,
-        )
-        with bar:
+        with Progress(num_iterations, self.iteration, "meta-iterations", progress, lines) as bar:
             while self.iteration < num_iterations:
                 record = self.step()
                 records.append(record)
-                bar.update(1)
-                if progress:
-                    bar.write(summary_line(record))
-                elif record["step_rejected_reason"] is not None:
-                    print(summary_line(record), file=sys.stderr)
+                bar.advance(
+                    summary_line(record), warning=record["step_rejected_reason"] is not None
+                )
                 if on_iteration is not None:
                     on_iteration(record)
         return records

@@ -192,7 +192,7 @@ def test_isolated_rejections_are_counted_and_training_goes_on(
     assert [r["rejected_steps"] for r in records] == [1, 1, 2, 2]
     assert [r["step_rejected_reason"] for r in records] == ["returns", None, "returns", None]
     assert records[0]["return_pre"] is None  # NaN is written as null
-    assert capsys.readouterr().err.count("[step rejected: non-finite returns]") == 2
+    assert capsys.readouterr().out.count("[step rejected: non-finite returns]") == 2
 
 
 def test_consecutive_rejections_stop_the_run_without_nan_in_checkpoints(
