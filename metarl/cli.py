@@ -1,31 +1,34 @@
-"""The ``metarl`` command line: ``train``, ``evaluate``, ``video``, ``plot``, ``baseline`` and
-``reproduce``.
+"""The ``metarl`` command line: ``train``, ``evaluate``, ``video``, ``plot``, ``baseline``,
+``reproduce`` and ``list``.
 
 Every user error ends as one line on stderr and exit status 2, before any work starts; a run
 stopped by too many meta-steps rejected for NaN or Inf ends with one line and exit status 1.
+Each command imports what it needs (torch, W&B, ...) when it runs: ``metarl --help`` does not.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import shutil
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from metarl.checkpoint import CheckpointError, load_checkpoint
-from metarl.config import (
-    DEFAULT_CONFIG,
-    Config,
+from metarl.configs import DEFAULT_CONFIG
+from metarl.errors import (
+    CheckpointError,
     ConfigError,
-    apply_overrides,
-    config_differences,
-    load_config,
-    resolve_config_path,
-    run_name,
-    validate_config,
+    RejectionLimitError,
+    TrackingError,
+    UsageError,
 )
-from metarl.training import RejectionLimitError
+
+if TYPE_CHECKING:
+    from metarl.config import Config
+    from metarl.outputs import RunOutputs, TrainedRun
+    from metarl.tracking import WandbTracker
+    from metarl.training import IterationHook
 
 # The rows of the paper's table (metarl.reproduce.TASKS), known without importing it.
 REPRODUCIBLE_TASKS = (
@@ -36,10 +39,7 @@ REPRODUCIBLE_TASKS = (
     "ant_dir",
     "ant_goal",
 )
-
-
-class UsageError(ValueError):
-    """A bad command-line flag or run directory (one-line message)."""
+WANDB_FORBIDDEN = ("/", "\\", "#", "?", "%", ":")  # characters W&B refuses in project names
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -49,8 +49,22 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+class VersionAction(argparse.Action):
+    """``--version``: the installed package's version, looked up only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        from importlib.metadata import version
+
+        print(f"metarl {version('metarl')}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="metarl", description="Meta-reinforcement learning with MAML-TRPO.")
+    parser.add_argument("--version", action=VersionAction)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     train = commands.add_parser("train", help="meta-train a policy")
     _add_run_arguments(train, "e.g. algorithm.inner_lr=0.5")
@@ -169,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--docs", type=Path, default=Path("docs"), help="folder of results.md (default: docs)"
     )
     reproduce.add_argument("--progress", action="store_true", help="show a progress bar")
+    commands.add_parser(
+        "list", help="the task families (presets, arguments) and the bundled configs"
+    )
     return parser
 
 
@@ -183,7 +200,12 @@ def _add_run_arguments(parser: argparse.ArgumentParser, example: str) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing, non-empty run directory"
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (one line per iteration)"
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bar, per-iteration lines or summary"
+    )
 
 
 def _add_set_argument(
@@ -201,29 +223,46 @@ def _add_set_argument(
 
 
 def _add_tracking_arguments(train: argparse.ArgumentParser) -> None:
-    group = train.add_argument_group("Weights & Biases")
-    group.add_argument("--track", action="store_true", help="log the run to Weights & Biases")
-    group.add_argument("--wandb-project", default="metarl", help="W&B project (default: metarl)")
-    group.add_argument("--wandb-entity", help="W&B entity (user or team)")
-    group.add_argument("--wandb-group", help="W&B group of runs")
-    group.add_argument(
-        "--wandb-mode",
-        choices=["online", "offline", "disabled"],
-        help="default: online if W&B credentials are configured, else offline",
-    )
-    group.add_argument(
+    """The flags of the run's outputs besides metrics and checkpoints, and of W&B."""
+    outputs = train.add_argument_group("videos and final evaluation (in the run directory)")
+    outputs.add_argument(
         "--video-every",
         type=_non_negative_int,
         default=0,
         metavar="N",
-        help="log an adaptation video every N iterations (default 0: none)",
+        help="an adaptation video every N iterations in RUN_DIR/videos (default 0: none)",
     )
-    group.add_argument(
+    outputs.add_argument(
         "--eval-tasks",
         type=_non_negative_int,
         default=10,
         metavar="N",
-        help="held-out tasks of the evaluation logged at the end (default 10; 0: none)",
+        help="held-out tasks of the evaluation in RUN_DIR/evaluation at the end (default 10; 0: "
+        "none)",
+    )
+    group = train.add_argument_group("Weights & Biases")
+    group.add_argument("--track", action="store_true", help="log the run to Weights & Biases")
+    group.add_argument(
+        "--wandb-project",
+        type=_wandb_name,
+        help="W&B project (default: the resumed run's, else metarl)",
+    )
+    group.add_argument(
+        "--wandb-entity", help="W&B entity, user or team (default: the resumed run's)"
+    )
+    group.add_argument("--wandb-group", help="W&B group of runs")
+    group.add_argument(
+        "--wandb-tags", type=_wandb_tag, nargs="+", default=[], metavar="TAG", help="more W&B tags"
+    )
+    group.add_argument(
+        "--wandb-mode",
+        choices=["online", "offline", "disabled"],
+        help="default: WANDB_MODE, else online if W&B credentials are configured, else offline",
+    )
+    group.add_argument(
+        "--wandb-artifacts",
+        action="store_true",
+        help="at the end, log checkpoints/ and evaluation/ as W&B artifacts",
     )
 
 
@@ -302,6 +341,20 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
+def _wandb_name(text: str) -> str:
+    if not text or any(char in text for char in WANDB_FORBIDDEN):
+        raise argparse.ArgumentTypeError(
+            f"expected a name without any of {' '.join(WANDB_FORBIDDEN)}, got {text!r}"
+        )
+    return text
+
+
+def _wandb_tag(text: str) -> str:
+    if not 1 <= len(text) <= 64:
+        raise argparse.ArgumentTypeError(f"expected 1 to 64 characters, got {text!r}")
+    return text
+
+
 def _int(text: str) -> int:
     try:
         return int(text)
@@ -323,6 +376,8 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
 
 def train_config(args: argparse.Namespace) -> Config:
     """The run's config: file (or bundled default), ``--set`` overrides, then dedicated flags."""
+    from metarl.config import load_config, resolve_config_path
+
     config = load_config(resolve_config_path(args.config), flag_overrides(args))
     if config.baseline is not None:
         raise UsageError("baseline: a section for metarl baseline, not metarl train")
@@ -330,6 +385,8 @@ def train_config(args: argparse.Namespace) -> Config:
 
 
 def default_run_dir(config: Config) -> Path:
+    from metarl.config import run_name
+
     return Path("runs") / run_name(config, config.env.kwargs.get("physics", "original"))
 
 
@@ -343,44 +400,58 @@ def check_device(config: Config) -> None:
 
 def command_train(args: argparse.Namespace) -> None:
     from metarl.plotting import LEARNING_CURVE_FILE, plot_learning_curves, read_run
-    from metarl.tracking import TrackingOptions, tracking
     from metarl.training import Trainer
 
-    options = TrackingOptions.from_args(args) if args.track else None  # before writing anything
     if args.resume is not None:
-        trainer = resume_trainer(args)
+        if args.run_dir is not None or args.overwrite:
+            raise UsageError("--resume: --run-dir and --overwrite cannot be combined with it")
+        run_dir = args.resume
+        saved, state = resumed_state(run_dir, "train")
+        config = resumed_config(args, saved, state)
+        check_device(config)
+        session = start_run(args, config, run_dir, lambda: Trainer.resume(run_dir, config, state))
     else:
         config = train_config(args)
         check_device(config)
         run_dir = args.run_dir or default_run_dir(config)
-        trainer = Trainer(config, run_dir)  # builds everything, writes nothing
-        prepare_run_dir(run_dir, args.overwrite)
-        trainer.write_config()
-    print(f"run directory: {trainer.run_dir}", file=sys.stderr)
-    with tracking(trainer, options) as on_iteration:
-        trainer.train(
-            trainer.config.train.num_iterations,
-            progress=not args.no_progress,
-            on_iteration=on_iteration,
-        )
-    plot_learning_curves([read_run(trainer.run_dir)], trainer.run_dir / LEARNING_CURVE_FILE)
+        session = start_run(args, config, run_dir, lambda: new_run(Trainer(config, run_dir)))
+    trainer, outputs, tracker = session
+    progress, lines = console(args)
+
+    def train(on_iteration: IterationHook) -> None:
+        trainer.train(trainer.config.train.num_iterations, progress, on_iteration, lines)
+        plot_learning_curves([read_run(trainer.run_dir)], trainer.run_dir / LEARNING_CURVE_FILE)
+
+    run_session(args, outputs, tracker, train)
 
 
-def resume_trainer(args: argparse.Namespace):  # noqa: ANN201 - Trainer imported lazily
-    from metarl.training import Trainer
+def resumed_state(run_dir: Path, command: str) -> tuple[Config, dict[str, Any]]:
+    """The config and state of ``run_dir``'s last checkpoint, a run of ``command`` (``train``,
+    ``baseline``)."""
+    from metarl.checkpoint import load_checkpoint
+    from metarl.config import validate_config
 
-    run_dir: Path = args.resume
-    if args.run_dir is not None or args.overwrite:
-        raise UsageError("--resume: --run-dir and --overwrite cannot be combined with it")
     last = _last_checkpoint(run_dir)
     state = load_checkpoint(last)
     try:
         saved = validate_config(state["config"])
     except ConfigError as error:
         raise CheckpointError(f"checkpoint {last}: invalid config ({error})") from None
-    if saved.baseline is not None:
-        raise UsageError(f"--resume {run_dir}: a baseline run; use metarl baseline --resume")
-    config = resumed_config(args, saved)
+    if (saved.baseline is None) != (command == "train"):
+        kind, other = ("a MAML", "train") if saved.baseline is None else ("a baseline", "baseline")
+        raise UsageError(f"--resume {run_dir}: {kind} run; use metarl {other} --resume")
+    return saved, state
+
+
+def resumed_config(args: argparse.Namespace, saved: Config, state: dict[str, Any]) -> Config:
+    """``--config`` if given, else the run's saved config, with the overrides of the flags; a
+    config change needs ``--allow-config-change``, and the run cannot be shortened."""
+    from metarl.config import apply_overrides, config_differences
+
+    if args.config is not None:
+        config = train_config(args)
+    else:
+        config = apply_overrides(saved.to_dict(), flag_overrides(args))
     differing = config_differences(saved, config)
     if differing and not args.allow_config_change:
         raise UsageError(
@@ -392,15 +463,7 @@ def resume_trainer(args: argparse.Namespace):  # noqa: ANN201 - Trainer imported
             f"--iterations {config.train.num_iterations}: the run is already at iteration "
             f"{state['iteration']}"
         )
-    check_device(config)
-    return Trainer.resume(run_dir, config, state)
-
-
-def resumed_config(args: argparse.Namespace, saved: Config) -> Config:
-    """``--config`` if given, else the run's saved config, with the overrides of the flags."""
-    if args.config is not None:
-        return train_config(args)
-    return apply_overrides(saved.to_dict(), flag_overrides(args))
+    return config
 
 
 def _last_checkpoint(run_dir: Path) -> Path:
@@ -412,17 +475,69 @@ def _last_checkpoint(run_dir: Path) -> Path:
     return last
 
 
-def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """Refuse to reuse a non-empty run directory unless ``overwrite``."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UsageError(f"--run-dir {run_dir}: exists and is not a directory")
-    if run_dir.is_dir() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise UsageError(
-                f"--run-dir {run_dir}: already exists and is not empty "
-                "(pass --overwrite to replace it, or --resume to continue it)"
-            )
-        shutil.rmtree(run_dir)
+Started = TypeVar("Started", bound="TrainedRun")
+
+
+def start_run(
+    args: argparse.Namespace, config: Config, run_dir: Path, start: Callable[[], Started]
+) -> tuple[Started, RunOutputs, WandbTracker | None]:
+    """Start the run of ``config`` in ``run_dir`` (new, or ``--resume``): the output flags
+    checked, then W&B started (``--track``), then ``start`` called, which builds the trainer and
+    writes the run's first files.  If any of them fails, the run directory is left as it was."""
+    from metarl.components import make_family
+    from metarl.outputs import OutputOptions, RunOutputs, check_rendering
+    from metarl.rundir import check_new_run_dir, new_run_dir, restored_on_error
+    from metarl.tracking import TrackingOptions, WandbTracker, wandb_run
+    from metarl.video import RenderError
+
+    tracking = TrackingOptions.from_args(args) if args.track else None
+    if args.resume is None:
+        check_new_run_dir(run_dir, args.overwrite)
+    if args.video_every > 0:
+        try:
+            check_rendering(config)
+        except RenderError as error:
+            raise UsageError(f"--video-every: {error}") from None
+    guard = restored_on_error(run_dir) if args.resume else new_run_dir(run_dir, args.overwrite)
+    with guard:
+        if tracking is None:
+            trainer, tracker = start(), None
+        else:
+            with wandb_run(config, make_family(config).preset, run_dir, tracking) as run:
+                trainer = start()
+                tracker = WandbTracker(run, trainer, tracking)
+    return trainer, RunOutputs(trainer, OutputOptions.from_args(args)), tracker
+
+
+def new_run(trainer: Started) -> Started:
+    """A new run's trainer, its ``config.yaml`` written."""
+    trainer.write_config()
+    return trainer
+
+
+def console(args: argparse.Namespace) -> tuple[bool, bool]:
+    """Whether to show a progress bar (not with ``--no-progress``) and one line per iteration;
+    neither with ``--quiet``."""
+    return not (args.quiet or args.no_progress), not args.quiet
+
+
+def run_session(
+    args: argparse.Namespace,
+    outputs: RunOutputs,
+    tracker: WandbTracker | None,
+    train: Callable[[IterationHook], object],
+) -> None:
+    """``train`` the started run with its videos, final evaluation and W&B tracking, between a
+    line naming the run directory and the end-of-run summary (neither with ``--quiet``)."""
+    from metarl.outputs import reporting
+    from metarl.summary import run_summary
+
+    if not args.quiet:
+        print(f"run directory: {outputs.trainer.run_dir}", file=sys.stderr)
+    with reporting(outputs, tracker) as on_iteration:
+        train(on_iteration)
+    if not args.quiet:
+        print(run_summary(outputs, tracker), file=sys.stderr)
 
 
 def adaptation_settings(args: argparse.Namespace):  # noqa: ANN201 - imported lazily
@@ -539,38 +654,34 @@ FIXED_ON_RESUME = {
 
 def command_baseline(args: argparse.Namespace) -> None:
     from metarl.baselines import BaselineTrainer
-    from metarl.tracking import TrackingOptions, tracking
+    from metarl.config import apply_overrides, load_config, resolve_config_path
 
-    options = TrackingOptions.from_args(args) if args.track else None  # before writing anything
     if args.resume is not None:
         unset: tuple[object, ...] = (None, False, [])
         given = [flag for name, flag in FIXED_ON_RESUME.items() if getattr(args, name) not in unset]
         if given:
             raise UsageError(f"--resume: {', '.join(given)} cannot be combined with it")
-        last = _last_checkpoint(args.resume)
-        state = load_checkpoint(last)
-        try:
-            config = validate_config(state["config"])
-        except ConfigError as error:
-            raise CheckpointError(f"checkpoint {last}: invalid config ({error})") from None
-        if config.baseline is None:
-            raise UsageError(f"--resume {args.resume}: a MAML run; use metarl train --resume")
-        if config.baseline.method != args.method:
-            raise UsageError(
-                f"--resume {args.resume}: a {config.baseline.method} run, not {args.method}"
-            )
+        run_dir = args.resume
+        config, state = resumed_state(run_dir, "baseline")
+        method = config.baseline.method if config.baseline is not None else None
+        if method != args.method:
+            raise UsageError(f"--resume {run_dir}: a {method} run, not {args.method}")
         if args.steps is not None:  # a longer budget
             config = apply_overrides(config.to_dict(), [f"baseline.total_steps={args.steps}"])
-        trainer = BaselineTrainer.resume(args.resume, config, state)
+        session = start_run(
+            args, config, run_dir, lambda: BaselineTrainer.resume(run_dir, config, state)
+        )
     else:
         config = load_config(resolve_config_path(args.config), baseline_overrides(args))
         run_dir = args.run_dir or Path("runs") / f"{args.method}__{default_run_dir(config).name}"
-        trainer = BaselineTrainer(config, run_dir)
-        prepare_run_dir(run_dir, args.overwrite)
-        trainer.write_config()
-    print(f"run directory: {trainer.run_dir}", file=sys.stderr)
-    with tracking(trainer, options) as on_iteration:
-        trainer.train(progress=not args.no_progress, on_iteration=on_iteration)
+        session = start_run(
+            args, config, run_dir, lambda: new_run(BaselineTrainer(config, run_dir))
+        )
+    trainer, outputs, tracker = session
+    progress, lines = console(args)
+    run_session(
+        args, outputs, tracker, lambda on_iteration: trainer.train(progress, on_iteration, lines)
+    )
 
 
 def command_reproduce(args: argparse.Namespace) -> None:
@@ -588,6 +699,12 @@ def command_reproduce(args: argparse.Namespace) -> None:
     print(f"wrote {results} and {args.docs / 'results'}/{args.task}*", file=sys.stderr)
 
 
+def command_list(args: argparse.Namespace) -> None:
+    from metarl.listing import listing
+
+    print(listing())
+
+
 COMMANDS = {
     "train": command_train,
     "evaluate": command_evaluate,
@@ -595,6 +712,7 @@ COMMANDS = {
     "plot": command_plot,
     "baseline": command_baseline,
     "reproduce": command_reproduce,
+    "list": command_list,
 }
 
 
@@ -602,7 +720,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)
-    except (ConfigError, CheckpointError, UsageError) as error:
+    except (ConfigError, CheckpointError, UsageError, TrackingError) as error:
         print(f"metarl {args.command}: error: {error}", file=sys.stderr)
         return 2
     except OSError as error:

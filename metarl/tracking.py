@@ -1,49 +1,59 @@
-"""Weights & Biases tracking of a training run (``metarl train --track``).
+"""Weights & Biases tracking of a training run (``--track``).
 
-Hooked into :meth:`Trainer.train` through its ``on_iteration`` callback: each meta-iteration's
-metrics (grouped names, :func:`metarl.logging.grouped_name`) plus env steps per second, logged at
-step = iteration with ``progress/env_steps`` as every metric's x-axis; an adaptation video every
-``--video-every`` iterations; a short held-out evaluation (table, plot) when training ends.
+:func:`wandb_run` starts the W&B run before the training run writes anything (so that a failure
+leaves the run directory as it was) and records its id in ``RUN_DIR/wandb_run.json``: a resumed
+training run continues the same W&B run, its history one sequence of steps.  A
+:class:`WandbTracker` then mirrors the run: each iteration's metrics (grouped names,
+:func:`metarl.logging.grouped_name`) plus env steps per second, logged at step = iteration with
+``progress/env_steps`` as every metric's x-axis; the best return so far as the summary's
+``best/*``; the videos and the final evaluation of :mod:`metarl.outputs`; with
+``--wandb-artifacts``, the checkpoints and evaluation files as artifacts.
 
 Without ``--wandb-mode`` the run is *online* only when W&B credentials are configured
 (``WANDB_API_KEY`` or a ``wandb login`` entry in ``~/.netrc``) and *offline* otherwise, so training
-never needs the network; ``wandb sync`` uploads offline runs later.
+never needs the network; ``wandb sync`` uploads offline runs later (a resumed run's folders as one
+run).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import io
+import json
+import math
 import netrc
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlparse
 
-from metarl.agents.common.policies import GaussianMLPPolicy
-from metarl.config import Config, run_method, run_name
-from metarl.envs import TaskFamily
-from metarl.evaluation import PLOT_FILE, AdaptationSettings, LoadedRun, evaluate, write_evaluation
+from metarl.checkpoint import atomic_write_bytes
+from metarl.config import Config, run_name
+from metarl.errors import TrackingError, UsageError, first_line
+from metarl.evaluation import PLOT_FILE
 from metarl.logging import grouped_name
-from metarl.training import IterationHook
-from metarl.video import record_adaptation
+from metarl.outputs import FinalEvaluation, TrainedRun
+from metarl.video import VideoStats
 
 MODES = ("online", "offline", "disabled")
-VIDEO_TASKS = 2
+DEFAULT_PROJECT = "metarl"
+RUN_FILE = "wandb_run.json"  # in the run directory: the W&B run's id, name, project and entity
 
 
 @dataclass(frozen=True)
 class TrackingOptions:
-    """The ``--track`` flags of ``metarl train``."""
+    """The W&B flags of ``metarl train`` and ``metarl baseline`` (``None``: the recorded run's
+    project and entity, else the defaults)."""
 
-    project: str
+    project: str | None
     entity: str | None
     group: str | None
     mode: str
-    video_every: int
-    eval_tasks: int
+    tags: tuple[str, ...]
+    artifacts: bool
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> TrackingOptions:
@@ -52,8 +62,8 @@ class TrackingOptions:
             args.wandb_entity,
             args.wandb_group,
             wandb_mode(args.wandb_mode),
-            args.video_every,
-            args.eval_tasks,
+            tuple(args.wandb_tags),
+            args.wandb_artifacts,
         )
 
 
@@ -61,9 +71,10 @@ def wandb_mode(requested: str | None, environ: Mapping[str, str] = os.environ) -
     """``requested``, else ``WANDB_MODE``, else online with credentials and offline without."""
     if requested is not None:
         return requested
-    if environ.get("WANDB_MODE"):
-        return environ["WANDB_MODE"]
-    return "online" if has_credentials(environ) else "offline"
+    mode = environ.get("WANDB_MODE")
+    if mode and mode not in MODES:
+        raise UsageError(f"WANDB_MODE={mode}: expected one of {', '.join(MODES)}")
+    return mode or ("online" if has_credentials(environ) else "offline")
 
 
 def has_credentials(environ: Mapping[str, str] = os.environ) -> bool:
@@ -78,20 +89,6 @@ def has_credentials(environ: Mapping[str, str] = os.environ) -> bool:
         return False
 
 
-class TrackedRun(Protocol):
-    """What tracking reads of a run: a MAML :class:`~metarl.training.Trainer` or a
-    :class:`~metarl.baselines.BaselineTrainer`."""
-
-    config: Config
-    family: TaskFamily
-    policy: GaussianMLPPolicy
-    run_dir: Path
-    iteration: int
-    env_steps: int
-
-    def checkpoint_path(self, name: str) -> Path: ...
-
-
 def algorithm_tag(config: Config) -> str:
     """``algorithm.name`` (``maml_trpo``, ``reptile``), or the baseline's learner and method
     (``sb3_trpo_pretrained``)."""
@@ -101,76 +98,124 @@ def algorithm_tag(config: Config) -> str:
     return f"sb3_{baseline.algorithm}_{baseline.method}"
 
 
-def is_oracle(config: Config) -> bool:
-    """Whether the run is an oracle (told the task: never adapted)."""
-    return run_method(config) == "oracle"
+def saved_run(run_dir: Path) -> dict[str, Any]:
+    """The W&B run recorded in ``run_dir`` (``id``, ``name``, ``project``, ``entity``), or an
+    empty dict if none is."""
+    path = run_dir / RUN_FILE
+    if not path.exists():
+        return {}
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        saved = first_line(error)
+    if not isinstance(saved, dict) or not isinstance(saved.get("id"), str):
+        raise UsageError(f"{path}: expected the W&B run's id, got {saved!r} (move it away)")
+    return saved
+
+
+@contextlib.contextmanager
+def wandb_run(
+    config: Config, preset: str, run_dir: Path, options: TrackingOptions
+) -> Iterator[Any]:
+    """The W&B run of the training run in ``run_dir``, for the block that starts the training
+    run: the run recorded in ``RUN_FILE`` continued (same id, name, project and entity), else a
+    new run, recorded there.  If W&B cannot start, :class:`TrackingError` (one line); if the
+    block raises, the W&B run is closed as failed, without W&B's footer (it names the files
+    that the caller removes)."""
+    import wandb
+
+    saved = saved_run(run_dir)
+    resolved = config.to_dict()
+    resolved["env"]["physics"] = preset
+    try:
+        run = wandb.init(
+            project=options.project or saved.get("project") or DEFAULT_PROJECT,
+            entity=options.entity or saved.get("entity"),
+            group=options.group,
+            name=saved.get("name") or run_name(config, preset),
+            id=saved.get("id"),
+            resume="allow" if saved else None,
+            allow_val_change=bool(saved),
+            tags=[config.env.family, preset, algorithm_tag(config), *options.tags],
+            config=resolved,
+            mode=options.mode,  # type: ignore[arg-type]
+            dir=run_dir,
+            job_type="train",
+        )
+    except (wandb.Error, ValueError, OSError) as error:
+        _close_quietly(wandb, None)
+        raise TrackingError(f"W&B: cannot start the run ({first_line(error)})") from None
+    try:
+        if not saved and options.mode != "disabled":
+            recorded = {"id": run.id, "name": run.name, "project": run.project}
+            recorded["entity"] = run.entity or None
+            atomic_write_bytes(run_dir / RUN_FILE, (json.dumps(recorded) + "\n").encode())
+        yield run
+    except BaseException:
+        _close_quietly(wandb, run)
+        raise
+
+
+def _close_quietly(wandb: Any, run: Any) -> None:
+    """Finish ``run`` as failed (if any) and stop W&B, without the footer of a started run."""
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        if run is not None:
+            run.finish(exit_code=1)
+        wandb.teardown()
 
 
 class WandbTracker:
-    """One W&B run mirroring a training run's metrics, videos and final evaluation."""
+    """Mirrors a training run into its W&B run (:class:`~metarl.outputs.Reporter`)."""
 
-    def __init__(self, trainer: TrackedRun, options: TrackingOptions) -> None:
+    def __init__(self, run: Any, trainer: TrainedRun, options: TrackingOptions) -> None:
         import wandb
 
         self.wandb = wandb
+        self.run = run
         self.trainer = trainer
         self.options = options
-        config = trainer.config.to_dict()
-        config["env"]["physics"] = trainer.family.preset
-        self.run = wandb.init(
-            project=options.project,
-            entity=options.entity,
-            group=options.group,
-            name=run_name(trainer.config, trainer.family.preset),
-            tags=[trainer.config.env.family, trainer.family.preset, algorithm_tag(trainer.config)],
-            config=config,
-            mode=options.mode,  # type: ignore[arg-type]
-            dir=trainer.run_dir,
-            job_type="train",
-        )
-        self.run.define_metric(grouped_name("env_steps"))
-        self.run.define_metric("*", step_metric=grouped_name("env_steps"))
+        self.url = run.url if options.mode == "online" else None
+        run.define_metric(grouped_name("env_steps"))
+        run.define_metric("*", step_metric=grouped_name("env_steps"))
         self.env_steps = trainer.env_steps
 
-    def on_iteration(self, record: dict[str, Any]) -> None:
-        """Log one meta-iteration (and a video every ``video_every`` iterations)."""
+    def log(self, record: dict[str, Any], video: VideoStats | None) -> None:
+        """Log one iteration (with its video, if any) and the best return so far."""
         data: dict[str, Any] = {grouped_name(key): value for key, value in record.items()}
         new_steps = record["env_steps"] - self.env_steps
         data["time/env_steps_per_second"] = new_steps / max(record["time_iteration"], 1e-9)
         self.env_steps = record["env_steps"]
-        iteration = record["iteration"]
-        every = self.options.video_every
-        if every > 0 and iteration % every == 0:
-            data.update(self.video(iteration))
-        self.run.log(data, step=iteration)
+        if video is not None:
+            data["video/adaptation"] = self.wandb.Video(str(video.path))
+            data["time/video"] = video.seconds_total
+        self.run.log(data, step=record["iteration"])
+        self.run.summary.update(self.best())
 
-    def video(self, iteration: int) -> dict[str, Any]:
-        """An adaptation video of the current policy on a few held-out tasks, adapted with as many
-        inner steps as in training."""
-        path = self.trainer.run_dir / "videos" / f"adaptation_{iteration:05d}.mp4"
-        config = self.trainer.config
-        num_steps = 0 if is_oracle(config) else config.algorithm.num_inner_steps
-        settings = AdaptationSettings(num_tasks=VIDEO_TASKS, num_steps=num_steps)
-        stats = record_adaptation(self.trainer.config, self.trainer.policy, settings, path)
+    def best(self) -> dict[str, float]:
+        """``best/{metric}`` (the return ``best.pt`` holds) and ``best/iteration``."""
+        trainer = self.trainer
+        if trainer.best is None or not math.isfinite(trainer.best_return):
+            return {}
         return {
-            "video/adaptation": self.wandb.Video(str(path), fps=stats.fps, format="mp4"),
-            "time/video": stats.seconds_total,
+            f"best/{trainer.best_metric}": trainer.best_return,
+            "best/iteration": trainer.best["iteration"],
         }
 
-    def finish(self) -> None:
-        """Evaluate the final policy on held-out tasks, log the results and close the run."""
-        if self.options.eval_tasks > 0:
-            self.run.log(self.evaluation(), step=self.trainer.iteration)
+    def finish(self, evaluation: FinalEvaluation | None) -> None:
+        """Log the final evaluation and (``--wandb-artifacts``) the artifacts, close the run."""
+        if evaluation is not None:
+            self.run.log(self.evaluation_data(evaluation), step=self.trainer.iteration)
+        if self.options.artifacts:
+            self.log_artifacts(evaluation)
         self.run.finish()
+        self.wandb.teardown()  # wait until W&B has written (or uploaded) everything
 
-    def evaluation(self) -> dict[str, Any]:
-        trainer = self.trainer
-        run = LoadedRun(trainer.config, trainer.policy, trainer.checkpoint_path("last.pt"))
-        settings = AdaptationSettings(num_tasks=self.options.eval_tasks)  # 0..3 steps
-        if is_oracle(trainer.config):
-            settings = replace(settings, num_steps=0)
-        result = evaluate(run, settings)
-        paths = write_evaluation(result, run.output_dir())
+    def fail(self) -> None:
+        self.run.finish(exit_code=1)
+        self.wandb.teardown()
+
+    def evaluation_data(self, evaluation: FinalEvaluation) -> dict[str, Any]:
+        result = evaluation.result
         table = self.wandb.Table(columns=["steps", "mean", "stderr"])
         for step, mean, stderr in zip(result.steps, result.mean, result.stderr):
             table.add_data(step, mean, stderr)
@@ -178,26 +223,24 @@ class WandbTracker:
             f"eval/return_step{k}": m for k, m in zip(result.steps, result.mean)
         }
         data["eval/table"] = table
-        data["eval/plot"] = self.wandb.Image(str(paths[PLOT_FILE]))
+        data["eval/plot"] = self.wandb.Image(str(evaluation.paths[PLOT_FILE]))
         return data
 
-
-@contextlib.contextmanager
-def tracking(
-    trainer: TrackedRun, options: TrackingOptions | None
-) -> Iterator[IterationHook | None]:
-    """The ``on_iteration`` hook of a W&B run (None without ``options``); the run is finished
-    (with the final evaluation) when training ends, or marked failed on an error."""
-    if options is None:
-        yield None
-        return
-    tracker = WandbTracker(trainer, options)
-    try:
-        yield tracker.on_iteration
-    except BaseException:
-        tracker.run.finish(exit_code=1)
-        raise
-    else:
-        tracker.finish()
-    finally:
-        tracker.wandb.teardown()  # wait until W&B has written (or uploaded) everything
+    def log_artifacts(self, evaluation: FinalEvaluation | None) -> None:
+        """``checkpoints-{id}`` (type ``model``: ``best.pt``, ``last.pt``) and, after a final
+        evaluation, ``evaluation-{id}`` (its files); a resumed run adds a version of each."""
+        names = ("best.pt", "last.pt")
+        checkpoints = [self.trainer.checkpoint_path(name) for name in names]
+        files = {
+            ("checkpoints", "model"): [path for path in checkpoints if path.is_file()],
+            ("evaluation", "evaluation"): list(evaluation.paths.values()) if evaluation else [],
+        }
+        aliases = [f"iteration-{self.trainer.iteration}"]  # and W&B's own "latest"
+        for (name, kind), paths in files.items():
+            if paths:
+                artifact = self.wandb.Artifact(
+                    f"{name}-{self.run.id}", type=kind, metadata=self.best()
+                )
+                for path in paths:
+                    artifact.add_file(str(path))
+                self.run.log_artifact(artifact, aliases=aliases)

@@ -178,21 +178,28 @@ def strict_json(line: str) -> dict:
     return json.loads(line, parse_constant=refuse)
 
 
+@pytest.mark.parametrize(
+    ("flag", "stream"), [("--no-progress", "out"), ("--quiet", "err")], ids=["lines", "quiet"]
+)
 def test_isolated_rejections_are_counted_and_training_goes_on(
     tmp_path: Path,
     flaky: type[FlakyNavigation],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    flag: str,
+    stream: str,
 ) -> None:
+    """A rejected step's line is printed with the others, or alone on stderr with --quiet."""
     monkeypatch.setattr(flaky, "nan_iterations", frozenset({1, 3}))
     run = tmp_path / "run"
-    assert main(["train", "--run-dir", str(run), "--iterations", "4", *TINY]) == 0
+    assert main(["train", "--run-dir", str(run), "--iterations", "4", *TINY, flag]) == 0
     lines = (run / "metrics.jsonl").read_text().splitlines()
     records = [strict_json(line) for line in lines]
     assert [r["rejected_steps"] for r in records] == [1, 1, 2, 2]
     assert [r["step_rejected_reason"] for r in records] == ["returns", None, "returns", None]
     assert records[0]["return_pre"] is None  # NaN is written as null
-    assert capsys.readouterr().out.count("[step rejected: non-finite returns]") == 2
+    printed = getattr(capsys.readouterr(), stream)
+    assert printed.count("[step rejected: non-finite returns]") == 2
 
 
 def test_consecutive_rejections_stop_the_run_without_nan_in_checkpoints(
