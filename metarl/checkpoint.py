@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from metarl.agents.common.numerics import all_finite
-from metarl.errors import CheckpointError
+from metarl.errors import CheckpointError, first_line
 
 FORMAT = "metarl-checkpoint-v1"
 REQUIRED_KEYS = ("format", "iteration", "config", "policy")
@@ -83,7 +83,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             f"checkpoint {path}: unreadable (not a torch file of tensors and plain data)"
         ) from None
     except (zipfile.BadZipFile, EOFError, RuntimeError, OSError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        reason = first_line(error)
         raise CheckpointError(f"checkpoint {path}: unreadable or truncated ({reason})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path}: not a metarl checkpoint (expected {FORMAT})")

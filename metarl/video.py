@@ -33,6 +33,7 @@ from metarl import envs
 from metarl.agents.common.policies import GaussianMLPPolicy, Params
 from metarl.components import held_out_seeds
 from metarl.config import Config
+from metarl.errors import first_line
 from metarl.evaluation import AdaptationSettings, adapt_to_held_out_tasks
 
 LABEL_HEIGHT = 30
@@ -57,7 +58,7 @@ def gl_backend_works(name: str) -> bool:
 
 def rendering_failure(error: Exception) -> str:
     """One line: why rendering failed and which ``MUJOCO_GL`` to use instead, if any works."""
-    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    reason = first_line(error)
     current = os.environ.get("MUJOCO_GL", "")
     working = [name for name in GL_BACKENDS if name != current and gl_backend_works(name)]
     advice = (
