@@ -183,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--docs", type=Path, default=Path("docs"), help="folder of results.md (default: docs)"
     )
     reproduce.add_argument("--progress", action="store_true", help="show a progress bar")
+    reproduce.add_argument(
+        "--alternatives",
+        action="store_true",
+        help="instead: MAML and its alternatives (first order, ANIL, Reptile, negative α, "
+        "zero steps) side by side, in results.md's section 'MAML and its alternatives'",
+    )
     commands.add_parser(
         "list", help="the task families (presets, arguments) and the bundled configs"
     )
@@ -685,6 +691,9 @@ def command_baseline(args: argparse.Namespace) -> None:
 
 
 def command_reproduce(args: argparse.Namespace) -> None:
+    if args.alternatives:
+        command_alternatives(args)
+        return
     from metarl.reproduce import reproduce
 
     results = reproduce(
@@ -697,6 +706,17 @@ def command_reproduce(args: argparse.Namespace) -> None:
         args.baseline_overrides,
     )
     print(f"wrote {results} and {args.docs / 'results'}/{args.task}*", file=sys.stderr)
+
+
+def command_alternatives(args: argparse.Namespace) -> None:
+    from metarl.alternatives import compare
+
+    if args.baseline_overrides:
+        raise UsageError("--baseline-set: --alternatives trains no stable-baselines3 baseline")
+    results = compare(
+        args.task, args.runs_dir, args.docs, args.seeds, args.overrides, args.progress
+    )
+    print(f"wrote {results} and {args.docs / 'results'}/alternatives_{args.task}*", file=sys.stderr)
 
 
 def command_list(args: argparse.Namespace) -> None:

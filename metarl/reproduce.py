@@ -164,13 +164,16 @@ def evaluate_run(
     run_dir: Path,
     num_steps: int = NUM_EVAL_STEPS,
     step_size_grid: Sequence[float] = (),
+    inner_lr: float | None = None,
 ) -> Evaluation:
-    """The paper's protocol on the run's last checkpoint: 40 held-out tasks, 0..3 steps (the
-    first step size chosen from ``step_size_grid`` on training-stream tasks, if given)."""
+    """The paper's protocol on the run's last checkpoint: 40 held-out tasks, 0..3 steps, the
+    first of step size ``inner_lr`` (default: the run's α; chosen from ``step_size_grid`` on
+    training-stream tasks, if given)."""
     settings = AdaptationSettings(
         num_tasks=NUM_EVAL_TASKS,
         num_trajectories=task.num_trajectories,
         num_steps=num_steps,
+        inner_lr=inner_lr,
         seed=EVAL_SEED,
     )
     evaluation = evaluate(load_run(run_dir, "last"), settings, step_size_grid)
@@ -292,8 +295,8 @@ def write_section(
         "task": name,
         "command": command,
         "date": date.today().isoformat(),
-        "commit": _commit(),
-        "machine": _machine(),
+        "commit": commit(),
+        "machine": machine(),
         "config": config.to_dict(),
         "checkpoint": "last.pt",
         "mean": mean,
@@ -428,11 +431,10 @@ def replace_section(text: str, name: str, body: str) -> str:
     """``text`` with the task's block (between ``<!-- reproduce NAME -->`` and
     ``<!-- /reproduce NAME -->``) replaced by ``body``; without a block, the body of the section
     titled as the task is replaced, and without such a section one is appended."""
-    start, end = f"<!-- reproduce {name} -->", f"<!-- /reproduce {name} -->"
-    block = f"{start}\n{body}\n{end}\n"
-    marked = re.compile(re.escape(start) + ".*?" + re.escape(end) + "\n?", flags=re.DOTALL)
-    if marked.search(text):
-        return marked.sub(lambda _: block, text)
+    replaced = replace_marked(text, f"reproduce {name}", body)
+    if replaced is not None:
+        return replaced
+    block = f"<!-- reproduce {name} -->\n{body}\n<!-- /reproduce {name} -->\n"
     heading = f"## {TASKS[name].title}\n"
     titled = re.compile("^" + re.escape(heading) + "(.*?)(?=^## |\\Z)", re.DOTALL | re.MULTILINE)
     if titled.search(text):
@@ -440,7 +442,18 @@ def replace_section(text: str, name: str, body: str) -> str:
     return f"{text.rstrip()}\n\n{heading}\n{block}"
 
 
-def _commit() -> str:
+def replace_marked(text: str, marker: str, body: str) -> str | None:
+    """``text`` with the block between ``<!-- MARKER -->`` and ``<!-- /MARKER -->`` replaced by
+    ``body`` (None when ``text`` has no such block)."""
+    start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
+    marked = re.compile(re.escape(start) + ".*?" + re.escape(end) + "\n?", flags=re.DOTALL)
+    if not marked.search(text):
+        return None
+    return marked.sub(lambda _: f"{start}\n{body}\n{end}\n", text)
+
+
+def commit() -> str:
+    """The short hash of the checkout this module runs from ("unknown" outside one)."""
     try:
         result = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -454,7 +467,8 @@ def _commit() -> str:
     return result.stdout.strip()
 
 
-def _machine() -> str:
+def machine() -> str:
+    """Number of cores and CPU model of this machine."""
     model = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():

@@ -46,6 +46,11 @@ def copy_run(damage: Callable[[Path], object] | None = None) -> Setup:
     return setup
 
 
+def copy_run_to(folder: str) -> Setup:
+    """The finished run copied to ``{tmp}/FOLDER``."""
+    return lambda tmp, finished: shutil.copytree(finished, tmp / folder)
+
+
 def last(run: Path) -> Path:
     return run / "checkpoints" / "last.pt"
 
@@ -235,6 +240,15 @@ CASES = {
     "reproduce-baseline-set-without-sb3-baselines": Case(
         ["reproduce", "navigation", "--baseline-set", "baseline.total_steps=5"],
         "--baseline-set: navigation has no stable-baselines3 baselines",
+    ),
+    "reproduce-alternatives-with-baseline-set": Case(
+        ["reproduce", "ant_vel", "--alternatives", "--baseline-set", "baseline.total_steps=5"],
+        "--baseline-set: --alternatives trains no stable-baselines3 baseline",
+    ),
+    "reproduce-alternatives-over-another-run": Case(
+        ["reproduce", "navigation", "--alternatives", "--runs-dir", "{tmp}/runs"],
+        "holds a run of another config (differs in algorithm.inner_parameters",
+        copy_run_to("runs/navigation/anil-seed1"),
     ),
     "baseline-resume-as-another-method": Case(
         ["baseline", "oracle", "--resume", "{tmp}/pretrained"],
