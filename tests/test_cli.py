@@ -17,7 +17,16 @@ from metarl.config import bundled_configs
 from metarl.envs import FAMILIES
 from tests.tiny_runs import TINY_NAVIGATION
 
-HEAVY = ("torch", "wandb", "pydantic", "stable_baselines3", "matplotlib", "imageio")
+HEAVY = (
+    "torch",
+    "wandb",
+    "pydantic",
+    "stable_baselines3",
+    "matplotlib",
+    "imageio",
+    "mujoco",
+    "numba",
+)
 # TINY_NAVIGATION without its --no-progress: the console flags are the subject here
 TINY = [flag for flag in TINY_NAVIGATION if flag != "--no-progress"]
 
