@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -743,6 +744,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError, UsageError, TrackingError) as error:
         print(f"metarl {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of stdout left (e.g. `metarl list | head`): as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as error:
         where = f"{error.filename}: " if error.filename else ""
         print(f"metarl {args.command}: error: {where}{error.strerror or error}", file=sys.stderr)

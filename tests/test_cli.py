@@ -5,6 +5,7 @@ alone with ``--no-progress``, nothing with ``--quiet``, and an end-of-run summar
 from __future__ import annotations
 
 import inspect
+import shlex
 import subprocess
 import sys
 from importlib.metadata import version
@@ -110,3 +111,11 @@ def test_no_progress_keeps_the_lines_without_carriage_returns(tmp_path: Path) ->
 
 def test_quiet_prints_nothing(tmp_path: Path) -> None:
     assert train(tmp_path, "--quiet") == ("", "")
+
+
+def test_a_reader_leaving_early_is_no_error() -> None:
+    """``metarl list | true``: the pipe, closed before the listing is written, ends the
+    command quietly with status 141, as for cat."""
+    command = f"{shlex.quote(sys.executable)} -m metarl list | true; echo ${{PIPESTATUS[0]}}"
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True)
+    assert result.stdout == "141\n" and result.stderr == ""
