@@ -18,9 +18,8 @@ For a given number of lanes, sampling is bitwise reproducible.)
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +29,7 @@ import torch
 
 from metarl.agents.common.episodes import Episodes
 from metarl.agents.common.policies import GaussianMLPPolicy, Params
-from metarl.agents.common.runtime import keep_freed_memory
+from metarl.agents.common.runtime import keep_freed_memory, torch_threads
 from metarl.envs import BatchedEnv, Task, TaskFamily, default_num_threads
 
 
@@ -114,7 +113,7 @@ class BatchSampler:
             (lane, start, _lane_params(params, lane), noise[:, lane.first : lane.last])
             for lane, start in zip(lanes, starts)
         ]
-        with _torch_threads(self.policy_threads):
+        with torch_threads(self.policy_threads):
             parts = self._run_lanes(policy, jobs)
         return _join(parts)
 
@@ -246,16 +245,3 @@ def _join(parts: list[Episodes]) -> Episodes:
         rewards=torch.cat([padded(part.rewards) for part in parts], dim=1),
         mask=mask,
     )
-
-
-@contextlib.contextmanager
-def _torch_threads(num_threads: int | None) -> Iterator[None]:
-    """Run the block with torch on ``num_threads`` intra-op threads (``None``: unchanged)."""
-    previous = torch.get_num_threads()
-    if num_threads is not None and num_threads != previous:
-        torch.set_num_threads(num_threads)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != previous:
-            torch.set_num_threads(previous)
