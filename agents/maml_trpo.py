@@ -55,6 +55,7 @@ from metarl.agents.common.curvature import (
     Vectors,
     meta_kl_hessian_product,
     split_parameters,
+    summed_vjp,
 )
 from metarl.agents.common.episodes import (
     Episodes,
@@ -311,7 +312,7 @@ class MAMLTRPO(PolicyGradientAdaptation[MAMLTRPOConfig]):
         post = self.log_likelihood(params, samples, -1.0 / num_tasks, second_order=False)
         selection = None if cfg.inner_parameters == "all" else self.adapted
         jacobian = AdaptationJacobian(inner_losses, cfg.inner_lr, cfg.first_order, selection)
-        gradient = flatten([g.sum(0) for g in jacobian.vjp(post.gradient)])
+        gradient = flatten(summed_vjp(jacobian, post.gradient))
         log_std = split_parameters(params)[2]
         fisher = GaussianFisher(post.network, log_std, samples.weights / num_tasks)
         kl_hessian_product = meta_kl_hessian_product(jacobian, fisher, num_tasks, cfg.cg_damping)

@@ -1,5 +1,7 @@
 """The hand-derived products of metarl.agents.common.curvature against autograd, for several
-network depths and both nonlinearities, in float64 with per-task parameters."""
+network depths and both nonlinearities, in float64 with per-task parameters; one task's products
+in float32 (oneDNN's matmul on the CPU) against float64; the meta-KL product whatever the parts
+its tasks go in."""
 
 from __future__ import annotations
 
@@ -8,11 +10,16 @@ import torch
 
 from metarl.agents.common.curvature import (
     FIRST_LAYER_MOMENTS_MAX_INPUTS,
+    AdaptationJacobian,
     GaussianFisher,
     GaussianLogLikelihood,
     MeanNetwork,
+    live_rows,
+    meta_kl_hessian_product,
     split_parameters,
+    summed_vjp,
 )
+from metarl.agents.common.gemm import ONEDNN, uses_onednn
 from metarl.agents.common.policies import GaussianMLPPolicy, gaussian_kl, gaussian_log_prob
 
 K, N, OBS, ACT = 3, 7, 4, 2
@@ -83,3 +90,49 @@ def test_fisher_product_is_the_kl_hessian_product(
     fisher = GaussianFisher(MeanNetwork(w, b, inputs, nonlinearity), log_sigma, weights)
     for mine, reference in zip(fisher.product(vectors), hessian_product):
         torch.testing.assert_close(mine, reference, rtol=1e-12, atol=1e-12)
+
+
+def _products(params, inputs, actions, rho, nonlinearity):
+    """The log-likelihood (with Hessian products) and the Fisher (weights |ρ|) at ``params``."""
+    weights, biases, log_sigma = split_parameters([p.detach() for p in params])
+    likelihood = GaussianLogLikelihood(
+        MeanNetwork(weights, biases, inputs, nonlinearity), log_sigma, actions, rho
+    )
+    network = MeanNetwork(weights, biases, inputs, nonlinearity)
+    return likelihood, GaussianFisher(network, log_sigma, rho.abs())
+
+
+@pytest.mark.parametrize("hidden,nonlinearity", [((5, 4), "tanh"), ((6, 5, 4), "relu")])
+def test_one_task_in_float32_matches_float64(hidden: tuple[int, ...], nonlinearity: str) -> None:
+    _, params, inputs, actions, rho, vectors = _setup(hidden, nonlinearity)
+    likelihood, fisher = _products(params, inputs, actions, rho, nonlinearity)
+    single = [p.float() for p in params], inputs.float(), actions.float(), rho.float()
+    likelihood32, fisher32 = _products(*single, nonlinearity)
+    task = slice(1, 2)
+    part, fisher_part = likelihood32.part(task), fisher32.part(task)
+    assert uses_onednn(part.network.layer_inputs[0]) == ONEDNN
+    one = [v[task].float() for v in vectors]
+    for mine, reference in zip(part.hessian_product(one), likelihood.hessian_product(vectors)):
+        torch.testing.assert_close(mine, reference[task].float(), rtol=1e-4, atol=1e-5)
+    for mine, reference in zip(fisher_part.product(one), fisher.product(vectors)):
+        torch.testing.assert_close(mine, reference[task].float(), rtol=1e-4, atol=1e-5)
+
+
+def test_meta_gradient_and_kl_product_are_the_same_whatever_the_parts() -> None:
+    _, params, inputs, actions, rho, vectors = _setup((5, 4), "tanh")
+    rho[0, 4:] = 0  # task 0's rows after the fourth are padding
+    likelihood, fisher = _products(params, inputs, actions, rho, "tanh")
+    assert live_rows(rho) == [4, N, N]
+    jacobian = AdaptationJacobian([likelihood, likelihood], 0.3, first_order=False)
+    shared = [v[0] for v in vectors]
+    products = [
+        meta_kl_hessian_product(jacobian, fisher, K, 1e-3, tasks_per_part)(shared)
+        for tasks_per_part in (1, 2, K)
+    ]
+    for product in products[1:]:
+        for mine, reference in zip(product, products[0]):
+            torch.testing.assert_close(mine, reference, rtol=1e-12, atol=1e-12)
+    at_once = [g.sum(0) for g in jacobian.vjp(vectors)]
+    for tasks_per_part in (1, 2, K):
+        for mine, reference in zip(summed_vjp(jacobian, vectors, tasks_per_part), at_once):
+            torch.testing.assert_close(mine, reference, rtol=1e-12, atol=1e-12)

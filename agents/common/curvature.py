@@ -17,8 +17,12 @@ forward activations and backward deltas are computed once per meta-step, for all
   log-likelihood's closed-form second derivatives in μ and log σ (:class:`GaussianLogLikelihood`);
 * ``F u = J_μᵀ diag(w/σ²) J_μ u`` and ``2 w u`` for log σ (:class:`GaussianFisher`).
 
-No autograd graph is built: a product costs a few batched matmuls per layer.  The tests compare
-every product with double backpropagation through the whole meta-objective.
+No autograd graph is built: a product costs a few matmuls per layer, four of them of the
+hidden-to-hidden size per Hessian or Fisher product (the first layer's share of the Hessian
+products is contracted from moments kept per meta-step).  On the CPU a conjugate-gradient
+product runs one task at a time, all its passes on that task's live rows, the tasks shared among
+torch's threads (:func:`meta_kl_hessian_product`).  The tests compare every product with double
+backpropagation through the whole meta-objective.
 
 Parameter lists follow ``GaussianMLPPolicy.parameters()``: ``[log σ, W_0, b_0, …, W_{L-1},
 b_{L-1}]``, each with a leading task dimension ``K`` (``W_l``: ``[K, out, in]``).
@@ -26,13 +30,18 @@ b_{L-1}]``, each with a leading task dimension ``K`` (``W_l``: ``[K, out, in]``)
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
 from torch import Tensor
 
+from metarl.agents.common.gemm import matmul, outer
+from metarl.agents.common.runtime import run_shared
+
 Vectors = list[Tensor]
-Tangents = list[tuple[Tensor, Tensor]]  # (ż_l, ȧ_l) of the hidden layers
+Part = TypeVar("Part")
 
 
 def split_parameters(vectors: Vectors) -> tuple[Vectors, Vectors, Tensor]:
@@ -45,128 +54,173 @@ def join_parameters(weights: Vectors, biases: Vectors, log_std: Tensor) -> Vecto
     return [log_std, *(t for pair in zip(weights, biases) for t in pair)]
 
 
+def live_rows(weights: Tensor) -> list[int]:
+    """Per task, the number of rows up to its last non-zero weight (``weights`` ``[K, N]``):
+    the padding after it adds nothing to any product."""
+    index = torch.arange(1, weights.shape[1] + 1, device=weights.device)
+    return ((weights != 0) * index).amax(1).tolist()
+
+
+def augment(vectors: Vectors) -> tuple[Vectors, Tensor]:
+    """``[log σ, W_0, b_0, …]`` -> (``[Ŵ_0, …]`` with ``Ŵ_l = [W_l, b_l]`` ``[K, out, in + 1]``,
+    log σ): a layer's weights and bias as one matrix, for inputs ``â = [a, 1]``."""
+    weights, biases, log_std = split_parameters(vectors)
+    return [torch.cat([w, b.unsqueeze(-1)], -1) for w, b in zip(weights, biases)], log_std
+
+
+def join_augmented(augmented: Vectors, log_std: Tensor) -> Vectors:
+    """The inverse of :func:`augment` (views, no copy)."""
+    return join_parameters(
+        [a[..., :-1] for a in augmented], [a[..., -1] for a in augmented], log_std
+    )
+
+
+def _with_ones(values: Tensor) -> Tensor:
+    """``[a, 1]``: a column of ones appended (the bias's input)."""
+    return torch.cat([values, values.new_ones(*values.shape[:-1], 1)], -1)
+
+
 def _activate(pre: Tensor, nonlinearity: str) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Activation, its first derivative, and its second derivative (None where it is zero)."""
+    """Activation ``σ(z)``, its slope ``σ'(z)``, and ``σ''(z) / σ'(z)`` (None where ``σ''`` is
+    zero; ``-2 tanh z`` for tanh)."""
     if nonlinearity == "tanh":
         hidden = torch.tanh(pre)
-        slope = 1 - hidden * hidden
-        return hidden, slope, -2 * hidden * slope
+        return hidden, 1 - hidden * hidden, -2 * hidden
     if nonlinearity == "relu":
         return torch.relu(pre), (pre > 0).to(pre.dtype), None
     raise ValueError(f"nonlinearity must be 'relu' or 'tanh', got {nonlinearity!r}")
 
 
-FIRST_LAYER_MOMENTS_MAX_INPUTS = 8
+FIRST_LAYER_MOMENTS_MAX_INPUTS = 32
 """Observation sizes below which :meth:`MeanNetwork.vjp` precomputes the first-layer moments:
-``in + 1`` batched matmuls once per meta-step, to replace two per Hessian product (about 21
-products per meta-step) by small contractions.  Measured: a clear gain for 2D navigation, none
-left for HalfCheetah's 17 inputs."""
+``in + 1`` matmuls per task once per meta-step replace two per Hessian product (21 per meta-step
+with 10 CG iterations).  Measured (one thread, HalfCheetah's 20 inputs, a meta-gradient and 10
+products): 5.7 s of CPU time against 6.2 s without; Ant's 105 or more inputs would cost more
+than they save."""
 
 
 class MeanNetwork:
     """The policy's mean MLP at per-task parameters on fixed per-task inputs ``[K, N, in]``,
-    with its forward pass kept for products with its first and second derivatives."""
+    with its forward pass kept for products with its first and second derivatives.
+
+    Tangents and cotangents of the parameters are augmented (:func:`augment`): each layer's
+    input is kept as ``â = [a, 1]``, so that one matmul gives a weight's and a bias's part.
+    """
 
     def __init__(self, weights: Vectors, biases: Vectors, inputs: Tensor, nonlinearity: str):
         self.weights = weights
-        self.layer_inputs = [inputs]  # a_0 = x, a_1, …, a_{L-1}
+        self.layer_inputs = [_with_ones(inputs)]  # â_0 = [x, 1], â_1, …, â_{L-1}
         self.slopes: Vectors = []  # σ'(z_l) of the hidden layers
-        self.curvatures: list[Tensor | None] = []  # σ''(z_l)
+        self.bend_ratios: list[Tensor | None] = []  # σ''(z_l) / σ'(z_l)
         self.deltas: Vectors = []  # kept by vjp(keep=True): ∂/∂z_l, output layer first,
-        self.bends: Vectors = []  # and σ''(z_l) ∂/∂a_l where σ'' is not zero,
+        self.bends: Vectors = []  # (∂/∂a_l) ⊙ σ''(z_l) / σ'(z_l) where σ'' is not zero,
         self.moments: Tensor | None = None  # and the first-layer moments (_first_layer_moments)
         hidden = inputs
         for weight, bias in zip(weights[:-1], biases[:-1]):
             pre = torch.baddbmm(bias.unsqueeze(1), hidden, weight.transpose(1, 2))
-            hidden, slope, curvature = _activate(pre, nonlinearity)
-            self.layer_inputs.append(hidden)
+            hidden, slope, bend_ratio = _activate(pre, nonlinearity)
+            self.layer_inputs.append(_with_ones(hidden))
             self.slopes.append(slope)
-            self.curvatures.append(curvature)
+            self.bend_ratios.append(bend_ratio)
         self.output = torch.baddbmm(biases[-1].unsqueeze(1), hidden, weights[-1].transpose(1, 2))
 
-    def jvp(self, weight_tangents: Vectors, bias_tangents: Vectors) -> tuple[Tensor, Tangents]:
-        """``J_μ u``: the output's tangent, and the tangents of the hidden pre-activations and
-        activations (for :meth:`vjp_tangent`)."""
-        hidden_tangents: Tangents = []
-        tangent = None  # of the current layer's input; the network's input is constant
-        for i, (weight, dw, db) in enumerate(zip(self.weights, weight_tangents, bias_tangents)):
-            out = torch.bmm(self.layer_inputs[i], dw.transpose(1, 2))
-            if tangent is not None:
-                out.baddbmm_(tangent, weight.transpose(1, 2))
-            out += db.unsqueeze(1)  # cheaper than baddbmm's broadcast copy of the bias
+    def part(self, tasks: slice, num_rows: int) -> MeanNetwork:
+        """A view of the tasks ``tasks`` on their first ``num_rows`` samples (no copy)."""
+        view = copy.copy(self)
+        rows = (tasks, slice(0, num_rows))
+        view.weights = [w[tasks] for w in self.weights]
+        view.layer_inputs = [a[rows] for a in self.layer_inputs]
+        view.slopes = [s[rows] for s in self.slopes]
+        view.bend_ratios = [None if r is None else r[rows] for r in self.bend_ratios]
+        view.deltas = [d[rows] for d in self.deltas]
+        view.bends = [b[rows] for b in self.bends]
+        view.moments = None if self.moments is None else self.moments[tasks]
+        view.output = self.output[rows]
+        return view
+
+    def jvp(self, tangents: Vectors) -> tuple[Tensor, Vectors]:
+        """``J_μ u`` for augmented tangents ``u``: the output's tangent, and the tangents
+        ``ȧ_l = σ'(z_{l-1}) ⊙ ż_{l-1}`` of the hidden activations (for :meth:`vjp_tangent`)."""
+        hidden_tangents: Vectors = []
+        for i, (weight, augmented) in enumerate(zip(self.weights, tangents)):
+            out = matmul(self.layer_inputs[i], augmented.transpose(1, 2))
+            if i > 0:  # the network's input is constant
+                out += matmul(hidden_tangents[-1], weight.transpose(1, 2))
             if i == len(self.weights) - 1:
                 return out, hidden_tangents
-            tangent = out * self.slopes[i]
-            hidden_tangents.append((out, tangent))
+            hidden_tangents.append(out.mul_(self.slopes[i]))
         raise AssertionError("unreachable: the network has at least one layer")
 
-    def vjp(self, cotangent: Tensor, keep: bool = False) -> tuple[Vectors, Vectors]:
-        """``J_μᵀ z`` for an output cotangent ``z`` ``[K, N, out]``: weight and bias cotangents.
-        With ``keep`` what :meth:`vjp_tangent` needs is kept."""
-        weight_grads, bias_grads = [], []
+    def vjp(self, cotangent: Tensor, keep: bool = False) -> Vectors:
+        """``J_μᵀ z`` for an output cotangent ``z`` ``[K, N, out]``: the augmented parameters'
+        cotangents.  With ``keep`` what :meth:`vjp_tangent` needs is kept."""
+        grads = []
         delta = cotangent
         for i in reversed(range(len(self.weights))):
             if keep:
                 self.deltas.append(delta)
-                if i == 1 and self.layer_inputs[0].shape[2] < FIRST_LAYER_MOMENTS_MAX_INPUTS:
+                num_observations = self.layer_inputs[0].shape[2] - 1  # x̂ = [x, 1]
+                if i == 1 and num_observations < FIRST_LAYER_MOMENTS_MAX_INPUTS:
                     self.moments = self._first_layer_moments(delta)
-            weight_grads.append(torch.bmm(delta.transpose(1, 2), self.layer_inputs[i]))
-            bias_grads.append(delta.sum(1))
+            grads.append(outer(delta, self.layer_inputs[i]))
             if i > 0:
-                backprop = torch.bmm(delta, self.weights[i])
-                curvature = self.curvatures[i - 1]
-                if keep and curvature is not None:
-                    self.bends.append(backprop * curvature)
+                backprop = matmul(delta, self.weights[i])
+                bend_ratio = self.bend_ratios[i - 1]
+                if keep and bend_ratio is not None:
+                    self.bends.append(backprop * bend_ratio)
                 delta = backprop.mul_(self.slopes[i - 1])
-        return weight_grads[::-1], bias_grads[::-1]
+        return grads[::-1]
 
     def _first_layer_moments(self, delta: Tensor) -> Tensor:
-        """``M[k, j, p, m] = Σ_n δ_1[n, p] σ'(z_0)[n, j] x̃[n, m]`` with ``x̃ = [x, 1]``.
+        """``M[k, j, p, m] = Σ_n δ_1[n, p] σ'(z_0)[n, j] x̂[n, m]`` with ``x̂ = [x, 1]``.
 
-        The first layer's tangent ``σ'(z_0) ⊙ (x̃ Ũ_0ᵀ)`` is linear in the few first-layer
-        parameters ``Ũ_0 = [U_0, u_b0]``, so the two reductions of a Hessian product that meet
+        The first layer's tangent ``σ'(z_0) ⊙ (x̂ Û_0ᵀ)`` is linear in the few first-layer
+        parameters ``Û_0 = [U_0, u_b0]``, so the two reductions of a Hessian product that meet
         it with the kept ``δ_1`` (``δ_1ᵀ ȧ_1`` and the ``δ_1 U_1`` part of the first layer's
         gradient) are small contractions of ``M`` instead of batch-sized matmuls.
         """
         inputs, slope = self.layer_inputs[0], self.slopes[0]
-        columns = [slope * inputs[:, :, m : m + 1] for m in range(inputs.shape[2])] + [slope]
-        return torch.stack([torch.bmm(c.transpose(1, 2), delta) for c in columns], dim=-1)
+        num_tasks, _, num_inputs = inputs.shape
+        moments = inputs.new_empty(num_tasks, slope.shape[2], delta.shape[2], num_inputs)
+
+        def fill(tasks: list[int]) -> None:
+            for k in tasks:  # a task's columns, one at a time, stay in the caches
+                for m in range(num_inputs):
+                    column = slope[k : k + 1] * inputs[k : k + 1, :, m : m + 1]
+                    moments[k, :, :, m] = matmul(column.transpose(1, 2), delta[k : k + 1])[0]
+
+        run_shared(fill, range(num_tasks), num_threads(delta))
+        return moments
 
     def vjp_tangent(
-        self,
-        cotangent_tangent: Tensor,
-        weight_tangents: Vectors,
-        bias_tangents: Vectors,
-        hidden_tangents: Tangents,
-    ) -> tuple[Vectors, Vectors]:
+        self, cotangent_tangent: Tensor, tangents: Vectors, hidden_tangents: Vectors
+    ) -> Vectors:
         """The directional derivative of the kept ``vjp(z)`` when the parameters move along
-        ``u`` (whose :meth:`jvp` gave ``hidden_tangents``) and the cotangent along ``ż``."""
-        weight_out, bias_out = [], []
+        the augmented ``u`` (whose :meth:`jvp` gave ``hidden_tangents``) and the cotangent
+        along ``ż``: ``δ̇_{l-1} = (δ̇_l W_l + δ_l U_l) ⊙ σ' + bend ⊙ ȧ_l``."""
+        grads = []
         bends = iter(self.bends)
         first_layer = None  # from the moments: the δ_1 U_1 part of the first layer's result
         r_delta = cotangent_tangent
         for delta, i in zip(self.deltas, reversed(range(len(self.weights)))):
-            r_weight = torch.bmm(r_delta.transpose(1, 2), self.layer_inputs[i])
-            r_bias = r_delta.sum(1)
+            r_grad = outer(r_delta, self.layer_inputs[i])
             if i > 0:
-                pre_tangent, hidden_tangent = hidden_tangents[i - 1]
-                r_back = torch.bmm(r_delta, self.weights[i])
+                hidden_tangent = hidden_tangents[i - 1]
+                r_back = matmul(r_delta, self.weights[i])
                 if i == 1 and self.moments is not None:
-                    first = torch.cat([weight_tangents[0], bias_tangents[0].unsqueeze(-1)], -1)
-                    r_weight += torch.einsum("kjpm,kjm->kpj", self.moments, first)
-                    first_layer = torch.einsum("kpj,kjpm->kjm", weight_tangents[1], self.moments)
+                    r_grad[..., :-1] += torch.einsum("kjpm,kjm->kpj", self.moments, tangents[0])
+                    through = tangents[1][..., :-1].transpose(1, 2).unsqueeze(-1)
+                    first_layer = (self.moments * through).sum(2)
                 else:
-                    r_weight.baddbmm_(delta.transpose(1, 2), hidden_tangent)
-                    r_back.baddbmm_(delta, weight_tangents[i])
+                    r_grad[..., :-1] += outer(delta, hidden_tangent)
+                    r_back += matmul(delta, tangents[i][..., :-1])
                 r_delta = r_back.mul_(self.slopes[i - 1])
-                if self.curvatures[i - 1] is not None:
-                    r_delta.addcmul_(next(bends), pre_tangent)
+                if self.bend_ratios[i - 1] is not None:
+                    r_delta.addcmul_(next(bends), hidden_tangent)
             elif first_layer is not None:
-                r_weight += first_layer[..., :-1]
-                r_bias += first_layer[..., -1]
-            weight_out.append(r_weight)
-            bias_out.append(r_bias)
-        return weight_out[::-1], bias_out[::-1]
+                r_grad += first_layer
+            grads.append(r_grad)
+        return grads[::-1]
 
 
 class GaussianLogLikelihood:
@@ -187,22 +241,37 @@ class GaussianLogLikelihood:
     ) -> None:
         self.network = network
         self.rho = rho.unsqueeze(-1)
-        self.precision = torch.exp(-2 * log_std).unsqueeze(1)  # 1/σ², [K, 1, A]
+        precision = torch.exp(-2 * log_std).unsqueeze(1)  # 1/σ², [K, 1, A]
         self.residual = actions - network.output  # a - μ
-        self.scaled = self.residual * self.precision  # ∂ log π / ∂μ
-        weights, biases = network.vjp(self.rho * self.scaled, keep=second_order)
-        log_std_grad = (self.rho * (self.residual * self.scaled - 1)).sum(1)
-        self.gradient = join_parameters(weights, biases, log_std_grad)
+        scaled = self.residual * precision  # ∂ log π / ∂μ
+        self.cotangent = self.rho * scaled
+        self.weighted_precision = self.rho * precision
+        grads = network.vjp(self.cotangent, keep=second_order)
+        log_std_grad = (self.rho * (self.residual * scaled - 1)).sum(1)
+        self.gradient = join_augmented(grads, log_std_grad)
+        self.live_rows = live_rows(rho)
+
+    def part(self, tasks: slice) -> GaussianLogLikelihood:
+        """The tasks ``tasks`` on their live rows, for Hessian products (views, no copy)."""
+        view = copy.copy(self)
+        rows = (tasks, slice(0, max(self.live_rows[tasks], default=0)))
+        view.network = self.network.part(tasks, rows[1].stop)
+        view.rho, view.residual = self.rho[rows], self.residual[rows]
+        view.cotangent, view.weighted_precision = (
+            self.cotangent[rows],
+            self.weighted_precision[rows],
+        )
+        return view
 
     def hessian_product(self, vectors: Vectors) -> Vectors:
         """``∇²ℓ_k u_k`` for every task."""
-        dw, db, ds = split_parameters(vectors)
-        ds = ds.unsqueeze(1)
-        mean_tangent, hidden_tangents = self.network.jvp(dw, db)
-        cotangent_tangent = -self.rho * self.precision * (mean_tangent + 2 * self.residual * ds)
-        weights, biases = self.network.vjp_tangent(cotangent_tangent, dw, db, hidden_tangents)
-        log_std = -2 * (self.rho * self.scaled * (mean_tangent + self.residual * ds)).sum(1)
-        return join_parameters(weights, biases, log_std)
+        tangents, log_std_tangent = augment(vectors)
+        mean_tangent, hidden_tangents = self.network.jvp(tangents)
+        shift = self.residual * log_std_tangent.unsqueeze(1)  # (a - μ) ⊙ u_logσ
+        cotangent_tangent = -self.weighted_precision * (mean_tangent + 2 * shift)
+        grads = self.network.vjp_tangent(cotangent_tangent, tangents, hidden_tangents)
+        log_std = -2 * (self.cotangent * (mean_tangent + shift)).sum(1)
+        return join_augmented(grads, log_std)
 
 
 class AdaptationJacobian:
@@ -222,6 +291,11 @@ class AdaptationJacobian:
         self.inner_lr = inner_lr
         self.first_order = first_order
         self.adapted = adapted
+
+    def part(self, tasks: slice) -> AdaptationJacobian:
+        """The Jacobians of the tasks ``tasks``."""
+        losses = [loss.part(tasks) for loss in self.losses]
+        return AdaptationJacobian(losses, self.inner_lr, self.first_order, self.adapted)
 
     def _select(self, vectors: Vectors) -> Vectors:
         """``P v``: the adapted parameters' parts of ``vectors``, zero elsewhere."""
@@ -257,27 +331,98 @@ class GaussianFisher:
         self.network = network
         self.mean_precision = weights.unsqueeze(-1) * torch.exp(-2 * log_std).unsqueeze(1)
         self.log_std_weight = 2 * weights.sum(1, keepdim=True)
+        self.live_rows = live_rows(weights)
+
+    @property
+    def num_tasks(self) -> int:
+        return self.log_std_weight.shape[0]
+
+    def part(self, tasks: slice) -> GaussianFisher:
+        """The Fisher matrices of the tasks ``tasks``, on their live rows (views, no copy)."""
+        view = copy.copy(self)
+        num_rows = max(self.live_rows[tasks], default=0)
+        view.network = self.network.part(tasks, num_rows)
+        view.mean_precision = self.mean_precision[tasks, :num_rows]
+        view.log_std_weight = self.log_std_weight[tasks]
+        return view
 
     def product(self, vectors: Vectors) -> Vectors:
         """``F_k u_k`` for every task."""
-        dw, db, ds = split_parameters(vectors)
-        mean_tangent, _ = self.network.jvp(dw, db)
-        weights, biases = self.network.vjp(self.mean_precision * mean_tangent)
-        return join_parameters(weights, biases, self.log_std_weight * ds)
+        tangents, log_std_tangent = augment(vectors)
+        mean_tangent, _ = self.network.jvp(tangents)
+        grads = self.network.vjp(self.mean_precision * mean_tangent)
+        return join_augmented(grads, self.log_std_weight * log_std_tangent)
+
+
+def num_threads(like: Tensor) -> int:
+    """Threads to share independent tasks among: torch's on the CPU, else one."""
+    return torch.get_num_threads() if like.device.type == "cpu" else 1
+
+
+def _task_parts(num_tasks: int, like: Tensor, tasks_per_part: int | None) -> list[slice]:
+    """The tasks in parts of ``tasks_per_part`` (None: one on the CPU, where a task's passes stay
+    in the caches and its matrices go to oneDNN; all of them elsewhere)."""
+    if tasks_per_part is None:
+        tasks_per_part = 1 if like.device.type == "cpu" else num_tasks
+    return [slice(k, k + tasks_per_part) for k in range(0, num_tasks, tasks_per_part)]
+
+
+def _summed(function: Callable[[Part], Vectors], parts: Sequence[Part], like: Vectors) -> Vectors:
+    """``Σ_k function(part)_k`` over the tasks of all ``parts``, the parts shared among torch's
+    threads (:func:`~metarl.agents.common.runtime.run_shared`); shaped like ``like``."""
+
+    def share_total(share: list[Part]) -> Vectors:
+        total = [torch.zeros_like(v) for v in like]
+        for part in share:
+            for t, p in zip(total, function(part)):
+                t += p.sum(0)
+        return total
+
+    total, *others = run_shared(share_total, parts, num_threads(like[0]))
+    for other in others:
+        for t, o in zip(total, other):
+            t += o
+    return total
+
+
+def summed_vjp(
+    jacobian: AdaptationJacobian, cotangents: Vectors, tasks_per_part: int | None = None
+) -> Vectors:
+    """``Σ_k J_kᵀ z_k`` for per-task cotangents ``z`` (the meta-gradient, from the adapted
+    policies' gradients), the tasks in parts as in :func:`meta_kl_hessian_product`."""
+    num_tasks = cotangents[0].shape[0]
+    parts = _task_parts(num_tasks, cotangents[0], tasks_per_part)
+    like = [z[0] for z in cotangents]
+    return _summed(
+        lambda tasks: jacobian.part(tasks).vjp([z[tasks] for z in cotangents]), parts, like
+    )
 
 
 def meta_kl_hessian_product(
-    jacobian: AdaptationJacobian, fisher: GaussianFisher, num_tasks: int, damping: float
+    jacobian: AdaptationJacobian,
+    fisher: GaussianFisher,
+    num_tasks: int,
+    damping: float,
+    tasks_per_part: int | None = None,
 ) -> Callable[[Vectors], Vectors]:
     """``v ↦ (mean_k J_kᵀ F_k J_k + damping·I) v`` for meta-parameter vectors ``v``.
 
     ``v`` has the meta-parameters' shapes; it is broadcast to every task and the per-task results
     are summed (the transpose of the broadcast).  The 1/K of the mean is in the Fisher weights.
+    Each task's product is independent of the others': the tasks go in parts of
+    ``tasks_per_part`` (:func:`_task_parts`), each part on its own live rows, the parts shared
+    among torch's threads.
     """
+    slices = _task_parts(num_tasks, fisher.mean_precision, tasks_per_part)
+    parts = [(jacobian.part(tasks), fisher.part(tasks)) for tasks in slices]
 
     def product(vectors: Vectors) -> Vectors:
-        per_task = [v.expand(num_tasks, *v.shape) for v in vectors]
-        pulled = jacobian.vjp(fisher.product(jacobian.jvp(per_task)))
-        return [p.sum(0) + damping * v for p, v in zip(pulled, vectors)]
+        def pulled(part: tuple[AdaptationJacobian, GaussianFisher]) -> Vectors:
+            part_jacobian, part_fisher = part
+            per_task = [v.expand(part_fisher.num_tasks, *v.shape) for v in vectors]
+            return part_jacobian.vjp(part_fisher.product(part_jacobian.jvp(per_task)))
+
+        summed = _summed(pulled, parts, vectors)
+        return [p + damping * v for p, v in zip(summed, vectors)]
 
     return product
