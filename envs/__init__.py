@@ -28,15 +28,15 @@ if TYPE_CHECKING:
 
     FAMILIES: dict[str, type[TaskFamily]]
 
-# Each family's module. They import MuJoCo and numba, so they load when first used: importing
-# metarl (the registration) stays cheap.
+# The module of each family. They import MuJoCo and numba, so they load when first used:
+# importing metarl (the registration) stays cheap.
 FAMILY_MODULES = {
-    "Navigation2D": "navigation",
-    "HalfCheetahVel": "half_cheetah",
-    "HalfCheetahDir": "half_cheetah",
-    "AntVel": "ant",
-    "AntDir": "ant",
-    "AntGoal": "ant",
+    "Navigation2D": "metarl.envs.navigation",
+    "HalfCheetahVel": "metarl.envs.half_cheetah",
+    "HalfCheetahDir": "metarl.envs.half_cheetah",
+    "AntVel": "metarl.envs.ant",
+    "AntDir": "metarl.envs.ant",
+    "AntGoal": "metarl.envs.ant",
 }
 _LAZY_NAMES = {
     "BatchedEnv": "base",
@@ -67,9 +67,7 @@ def family_class(name: str) -> type[TaskFamily]:
         raise ValueError(
             f"unknown task family {name!r}{hint}; expected one of {sorted(FAMILY_MODULES)}"
         )
-    family: type[TaskFamily] = getattr(
-        importlib.import_module(f"metarl.envs.{FAMILY_MODULES[name]}"), name
-    )
+    family: type[TaskFamily] = getattr(importlib.import_module(FAMILY_MODULES[name]), name)
     return family
 
 

@@ -167,7 +167,7 @@ TINY = tiny_flags(
 
 @pytest.fixture
 def flaky(monkeypatch: pytest.MonkeyPatch) -> type[FlakyNavigation]:
-    monkeypatch.setitem(envs.FAMILIES, FlakyNavigation.name, FlakyNavigation)
+    monkeypatch.setitem(envs.FAMILY_MODULES, FlakyNavigation.name, __name__)
     return FlakyNavigation
 
 
