@@ -3,7 +3,8 @@
 Each method is the task's bundled config with a few overrides, trained for each seed in
 ``RUNS/TASK/METHOD-seedN`` (resumed when interrupted, kept when finished; exact MAML's folder is
 the reproduction's ``maml-seedN``, shared when the configs agree) and evaluated with the paper's
-protocol, every method adapting with the task's (positive) step size α.  The task's block of
+protocol, adapting with the task's step size α (the methods whose training α does not apply,
+with the first step size chosen from the task's grid).  The task's block of
 the section "MAML and its alternatives" of ``results.md`` is rewritten, with
 ``results/alternatives_TASK.{json,png}``.
 """
@@ -54,6 +55,11 @@ METHODS: dict[str, tuple[str, str, tuple[str, ...]]] = {
 }
 
 
+# Methods adapted at test time with a first step size chosen from the task's grid on tasks of
+# their training stream: zero inner steps trained without one, negative α with the wrong sign.
+GRID_METHODS = ("negative-lr", "zero-steps")
+
+
 def method_configs(task: Task, seed: int, overrides: Sequence[str]) -> dict[str, Config]:
     """The config of each method for ``seed``: the task's, ``overrides``, then the method's."""
     base = run_config(task, seed, overrides)
@@ -88,7 +94,8 @@ def compare(
             run_dir = runs_dir / name / f"{method}-seed{seed}"
             train_or_resume(config, run_dir, progress)
             wall = sum(r.get("time_iteration") or 0.0 for r in read_metrics(run_dir))
-            evaluation = evaluate_run(task, run_dir, inner_lr=test_lr)
+            grid = task.step_size_grid if method in GRID_METHODS else ()
+            evaluation = evaluate_run(task, run_dir, step_size_grid=grid, inner_lr=test_lr)
             results[method].append(SeedResult(seed, run_dir, evaluation, wall))
     flags = [] if seeds == task.seeds else ["--seeds", *map(str, seeds)]
     flags += [part for o in overrides for part in ("--set", shlex.quote(o))]
@@ -116,6 +123,7 @@ def write_block(
             "spread": spread,
             "spread_kind": spread_kind,
             "training_inner_lr": seed_results[0].evaluation.config["algorithm"]["inner_lr"],
+            "test_inner_lr": sorted({r.evaluation.step_sizes[0] for r in seed_results}),
             "seconds_per_iteration": statistics.median(t for t in times if t),
             "seeds": [r.seed for r in seed_results],
         }
@@ -151,20 +159,23 @@ def block_text(name: str, task: Task, record: dict[str, Any]) -> str:
         f"Command: `{record['command']}` ({record['date']}, commit `{record['commit']}`, "
         f"{record['machine']}). Bundled config `{task.config}`, {iterations} iterations, seeds "
         f"{seeds}; each run's `last.pt` on {NUM_EVAL_TASKS} held-out tasks, "
-        f"{task.num_trajectories} trajectories per task and step, every method adapted with "
-        f"the task's α = {record['config']['algorithm']['inner_lr']:g} (then α/2; negative α is "
-        f"the step size of training only, as Bernacchia 2021 proposes); mean {spread_kind}. "
-        "Zero inner steps is trained on all tasks, then fine-tuned. Seconds per iteration: the "
+        f"{task.num_trajectories} trajectories per task and step, adapted with the task's α = "
+        f"{record['config']['algorithm']['inner_lr']:g}, then α/2; zero inner steps (trained on "
+        "all tasks) and negative α (a training step size only, as Bernacchia 2021 proposes) "
+        f"with the first step size chosen from ({', '.join(f'{a:g}' for a in task.step_size_grid)})"
+        f" on 10 tasks of their training stream. Mean {spread_kind}. Seconds per iteration: the "
         "median of the training runs' iterations, on a shared machine (the benchmark's ratios "
         "are in [performance.md](performance.md)).",
         "",
-        "| method (source) | training α | 0 steps | 1 step | 2 steps | 3 steps | s / iteration |",
+        "| method (source) | α: training, test | 0 steps | 1 step | 2 steps | 3 steps "
+        "| s / iteration |",
         "|---|---|---|---|---|---|---|",
     ]
     for method, entry in methods.items():
         label, source, _ = METHODS[method]
         returns = [f"{m:.1f} ± {s:.1f}" for m, s in zip(entry["mean"], entry["spread"])]
-        cells = [f"{label} ({source})", f"{entry['training_inner_lr']:g}", *returns]
+        test = ", ".join(f"{alpha:g}" for alpha in entry["test_inner_lr"])
+        cells = [f"{label} ({source})", f"{entry['training_inner_lr']:g}, {test}", *returns]
         lines.append("| " + " | ".join([*cells, f"{entry['seconds_per_iteration']:.1f}"]) + " |")
     lines += ["", f"![every method's return after 0-3 steps](results/alternatives_{name}.png)"]
     return "\n".join(lines)

@@ -62,12 +62,15 @@ def test_tiny_comparison_trains_resumes_and_writes_its_block(tmp_path: Path) -> 
     evaluated = json.loads(
         (runs / "negative-lr-seed1" / "evaluation" / "evaluation.json").read_text()
     )
-    assert evaluated["step_sizes"][0] == 0.5  # adapted with the task's α at test time
+    assert evaluated["step_size_choice"]["grid"] == [0.1, 0.25, 0.5, 1.0, 2.0]  # a positive α
+    assert negative["test_inner_lr"] == [evaluated["step_sizes"][0]]
+    maml_evaluation = runs / "maml-seed1" / "evaluation" / "evaluation.json"
+    assert json.loads(maml_evaluation.read_text())["step_size_choice"] is None
     text = (docs / "results.md").read_text()
     assert text.startswith(kept) and text.count(SECTION) == 1
     assert text.count("<!-- alternatives navigation -->") == 1
     maml = record["methods"]["maml"]
-    assert f"| exact MAML (Finn et al. 2017) | 0.5 | {maml['mean'][0]:.1f} ± " in text
+    assert f"| exact MAML (Finn et al. 2017) | 0.5, 0.5 | {maml['mean'][0]:.1f} ± " in text
     assert (docs / "results" / "alternatives_navigation.png").stat().st_size > 10_000
 
 
