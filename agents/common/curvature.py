@@ -183,13 +183,13 @@ class MeanNetwork:
         num_tasks, _, num_inputs = inputs.shape
         moments = inputs.new_empty(num_tasks, slope.shape[2], delta.shape[2], num_inputs)
 
-        def fill(tasks: list[int]) -> None:
-            for k in tasks:  # a task's columns, one at a time, stay in the caches
+        def fill(parts: list[slice]) -> None:
+            for tasks in parts:  # on the CPU one task: its columns stay in the caches
                 for m in range(num_inputs):
-                    column = slope[k : k + 1] * inputs[k : k + 1, :, m : m + 1]
-                    moments[k, :, :, m] = matmul(column.transpose(1, 2), delta[k : k + 1])[0]
+                    column = slope[tasks] * inputs[tasks, :, m : m + 1]
+                    moments[tasks, :, :, m] = matmul(column.transpose(1, 2), delta[tasks])
 
-        run_shared(fill, range(num_tasks), num_threads(delta))
+        run_shared(fill, _task_parts(num_tasks, delta, None), num_threads(delta))
         return moments
 
     def vjp_tangent(
