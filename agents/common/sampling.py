@@ -45,81 +45,100 @@ class _Lane:
 _LaneJob = tuple[_Lane, np.ndarray, Params, torch.Tensor]  # lane, first observations, θ, noise
 
 
-class BatchSampler:
-    """Collects ``num_trajectories`` episodes for each of K tasks in lock-stepped lanes.
+def lane_bounds(num_tasks: int, num_lanes: int) -> list[tuple[int, int]]:
+    """The task ranges ``first:last`` of ``min(num_lanes, num_tasks)`` contiguous lanes of
+    near-equal size, in task order."""
+    count = min(num_lanes, num_tasks)
+    bounds = np.linspace(0, num_tasks, count + 1).round().astype(int)
+    return [(int(first), int(last)) for first, last in zip(bounds[:-1], bounds[1:])]
 
-    Randomness comes from two seeded streams owned by the sampler: a numpy generator for
-    environment resets and a torch generator for action noise (see :meth:`state_dict`).
 
-    A batch is split into at most ``num_lanes`` lanes (``None``: one per core for families
-    whose environments step outside the GIL, else one); a lane holds whole tasks, and its
-    simulator uses its share of the cores (and more once other lanes have ended).  While
-    sampling, torch runs on ``policy_threads`` threads (restored afterwards; ``None`` leaves
-    torch's setting): the simulator's threads use the cores, and idle torch threads that
+def cpu_parameters(params: Params) -> Params:
+    """``params`` as the lanes' policy calls take them: detached float32 CPU tensors."""
+    return {name: p.detach().cpu().float() for name, p in params.items()}
+
+
+def task_parameters(params: Params, first: int, last: int) -> Params:
+    """The parameter sets of tasks ``first:last`` when there is one per task (shared ones as
+    they are)."""
+    if params["log_std"].dim() == 1:
+        return params
+    return {name: p[first:last] for name, p in params.items()}
+
+
+class LaneRunner:
+    """Steps lanes (batched environments of one family, made on first use and kept) each on a
+    thread of its own, on ``num_cores`` cores (``None``: this process's).
+
+    While sampling, torch runs on ``policy_threads`` threads (restored afterwards; ``None``
+    leaves torch's setting): the simulator's threads use the cores, and idle torch threads that
     spin-wait after each policy call would take CPU from them.
     """
 
     policy_threads: int | None = 1
 
     def __init__(
-        self, family: TaskFamily, num_trajectories: int, seed: int, num_lanes: int | None = None
+        self, family: TaskFamily, num_trajectories: int, num_cores: int | None = None
     ) -> None:
-        if num_lanes is not None and num_lanes < 1:
-            raise ValueError(f"num_lanes must be >= 1, got {num_lanes}")
         self.family = family
         self.num_trajectories = num_trajectories
-        self.num_lanes = num_lanes
-        seeds = np.random.SeedSequence(seed).spawn(2)
-        self.env_rng = np.random.default_rng(seeds[0])
-        self.action_generator = torch.Generator().manual_seed(
-            int(seeds[1].generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
-        )
-        self._lanes: dict[int, list[_Lane]] = {}
+        self.num_cores = num_cores
+        self._lanes: dict[tuple[tuple[int, int], ...], list[_Lane]] = {}
         self._executor: ThreadPoolExecutor | None = None  # runs all lanes but the first
         self._executor_size = 0
         keep_freed_memory()  # the per-step policy buffers are reused, not page-faulted anew
 
-    def lanes_for(self, num_tasks: int) -> list[_Lane]:
-        """The lanes a batch of ``num_tasks`` tasks is split into (made on first use)."""
-        if num_tasks not in self._lanes:
-            cores = default_num_threads()
-            wanted = self.num_lanes or (cores if self.family.steps_without_gil else 1)
-            count = min(wanted, num_tasks)
-            bounds = np.linspace(0, num_tasks, count + 1).round().astype(int)
-            self._lanes[num_tasks] = [  # each run of a lane sets its threads (_step_lane)
+    def lanes(self, bounds: Sequence[tuple[int, int]]) -> list[_Lane]:
+        """The lanes of the task ranges ``bounds`` (``first:last`` each, in task order)."""
+        key = tuple(bounds)
+        if key not in self._lanes:  # each run of a lane sets its threads (_step_lane)
+            self._lanes[key] = [
                 _Lane(
                     self.family.make_batched_env((last - first) * self.num_trajectories),
-                    int(first),
-                    int(last),
+                    first,
+                    last,
                 )
-                for first, last in zip(bounds[:-1], bounds[1:])
+                for first, last in key
             ]
-        return self._lanes[num_tasks]
+        return self._lanes[key]
 
-    def sample(self, tasks: Sequence[Task], policy: GaussianMLPPolicy, params: Params) -> Episodes:
-        """Roll out ``policy`` under ``params`` (shared, or one set per task) on every task."""
-        lanes = self.lanes_for(len(tasks))
-        params = {name: p.detach().cpu().float() for name, p in params.items()}
+    def reset(
+        self, lanes: Sequence[_Lane], tasks: Sequence[Task], rng: np.random.Generator
+    ) -> list[np.ndarray]:
+        """Each lane's first observations: its slots set to its tasks (``num_trajectories``
+        slots each) and reset, lane after lane, from ``rng`` (drawn slot by slot)."""
         per_task, starts = self.num_trajectories, []
-        for lane in lanes:  # in task order: the reset stream is drawn slot by slot
+        for lane in lanes:
             lane.env.set_tasks([t for t in tasks[lane.first : lane.last] for _ in range(per_task)])
-            starts.append(lane.env.reset(self.env_rng))
-        env = lanes[0].env
-        noise = torch.randn(
-            (env.horizon, len(tasks), per_task, env.action_dim),
-            generator=self.action_generator,
-        )
+            starts.append(lane.env.reset(rng))
+        return starts
+
+    def run(
+        self,
+        policy: GaussianMLPPolicy,
+        lanes: Sequence[_Lane],
+        starts: Sequence[np.ndarray],
+        params: Params,
+        noise: torch.Tensor,
+    ) -> Episodes:
+        """The episodes of the reset ``lanes`` under ``params`` (CPU, shared or one set per
+        task) and the action ``noise`` ``[horizon, tasks, trajectories, action_dim]``."""
         jobs: list[_LaneJob] = [
-            (lane, start, _lane_params(params, lane), noise[:, lane.first : lane.last])
+            (
+                lane,
+                start,
+                task_parameters(params, lane.first, lane.last),
+                noise[:, lane.first : lane.last],
+            )
             for lane, start in zip(lanes, starts)
         ]
         with torch_threads(self.policy_threads):
             parts = self._run_lanes(policy, jobs)
-        return _join(parts)
+        return join_episodes(parts)
 
     def _run_lanes(self, policy: GaussianMLPPolicy, jobs: list[_LaneJob]) -> list[Episodes]:
         """Every lane's episodes: the first lane on this thread, the others on the executor's."""
-        running = _RunningLanes(len(jobs))
+        running = _RunningLanes(len(jobs), self.num_cores or default_num_threads())
         if len(jobs) == 1:
             return [_run_lane(policy, *jobs[0], self.policy_threads, running)]
         if self._executor is None or self._executor_size < len(jobs) - 1:
@@ -137,6 +156,53 @@ class BatchSampler:
             wait(others)
         return [first, *(job.result() for job in others)]
 
+
+class BatchSampler:
+    """Collects ``num_trajectories`` episodes for each of K tasks in lock-stepped lanes.
+
+    Randomness comes from two seeded streams owned by the sampler: a numpy generator for
+    environment resets and a torch generator for action noise (see :meth:`state_dict`).
+
+    A batch is split into at most ``num_lanes`` lanes (``None``: one per core for families
+    whose environments step outside the GIL, else one); a lane holds whole tasks, and its
+    simulator uses its share of the cores (and more once other lanes have ended).  The lanes
+    are stepped by :class:`LaneRunner`.
+    """
+
+    def __init__(
+        self, family: TaskFamily, num_trajectories: int, seed: int, num_lanes: int | None = None
+    ) -> None:
+        if num_lanes is not None and num_lanes < 1:
+            raise ValueError(f"num_lanes must be >= 1, got {num_lanes}")
+        self.family = family
+        self.num_trajectories = num_trajectories
+        self.num_lanes = num_lanes
+        seeds = np.random.SeedSequence(seed).spawn(2)
+        self.env_rng = np.random.default_rng(seeds[0])
+        self.action_generator = torch.Generator().manual_seed(
+            int(seeds[1].generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+        )
+        self.runner = LaneRunner(family, num_trajectories)
+
+    def lanes_for(self, num_tasks: int) -> list[_Lane]:
+        """The lanes a batch of ``num_tasks`` tasks is split into (made on first use)."""
+        cores = default_num_threads()
+        wanted = self.num_lanes or (cores if self.family.steps_without_gil else 1)
+        return self.runner.lanes(lane_bounds(num_tasks, wanted))
+
+    def sample(self, tasks: Sequence[Task], policy: GaussianMLPPolicy, params: Params) -> Episodes:
+        """Roll out ``policy`` under ``params`` (shared, or one set per task) on every task."""
+        lanes = self.lanes_for(len(tasks))
+        starts = self.runner.reset(lanes, tasks, self.env_rng)  # the stream, slot by slot
+        noise = self.action_noise(len(tasks), lanes[0].env)
+        return self.runner.run(policy, lanes, starts, cpu_parameters(params), noise)
+
+    def action_noise(self, num_tasks: int, env: BatchedEnv) -> torch.Tensor:
+        """The standard normal noise of every action of a batch of ``num_tasks`` tasks,
+        ``[horizon, num_tasks, num_trajectories, action_dim]``, drawn up front."""
+        shape = (env.horizon, num_tasks, self.num_trajectories, env.action_dim)
+        return torch.randn(shape, generator=self.action_generator)
+
     def state_dict(self) -> dict[str, Any]:
         """The sampler's random streams, for exact resume."""
         return {
@@ -149,22 +215,17 @@ class BatchSampler:
         self.action_generator.set_state(state["action_generator"])
 
 
-def _lane_params(params: Params, lane: _Lane) -> Params:
-    """The lane's share of per-task parameter sets (shared ones as they are)."""
-    if params["log_std"].dim() == 1:
-        return params
-    return {name: p[lane.first : lane.last] for name, p in params.items()}
-
-
 class _RunningLanes:
-    """How many lanes of a batch are still stepping, and so how many cores each may use."""
+    """How many lanes of a batch are still stepping, and so how many of the ``cores`` each
+    may use."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, cores: int) -> None:
         self.count = count
+        self.cores = cores
         self._lock = threading.Lock()
 
     def cores_each(self) -> int:
-        return max(1, default_num_threads() // self.count)
+        return max(1, self.cores // self.count)
 
     def finished(self) -> None:
         with self._lock:
@@ -227,7 +288,7 @@ def _step_lane(
     )
 
 
-def _join(parts: list[Episodes]) -> Episodes:
+def join_episodes(parts: list[Episodes]) -> Episodes:
     """Lanes' episodes side by side along the task axis, padded in time to the longest lane;
     observations and actions are set to zero wherever the mask is, so that padded and unpadded
     steps after an episode's end look alike whatever the lanes."""
