@@ -1,5 +1,5 @@
-"""What a run is built from, per its config: its seeded random streams, task family, policy and
-agent.
+"""What a run is built from, per its config: its seeded random streams, task family, policy,
+sampler and agent.
 
 Training (:mod:`metarl.training`), evaluation and videos build theirs here, so that a policy
 restored from a checkpoint has exactly the shape it was trained with.
@@ -11,6 +11,7 @@ import numpy as np
 
 from metarl import envs
 from metarl.agents.common.policies import GaussianMLPPolicy
+from metarl.agents.common.sampling import BatchSampler
 from metarl.agents.maml_trpo import MAMLTRPO
 from metarl.agents.reptile import Reptile
 from metarl.config import Config
@@ -53,6 +54,20 @@ def build_policy(config: Config, family: envs.TaskFamily) -> GaussianMLPPolicy:
         config.policy.nonlinearity,
         config.policy.init_std,
     )
+
+
+def build_sampler(
+    config: Config, family: envs.TaskFamily, num_trajectories: int, seed: int
+) -> BatchSampler:
+    """The sampler of ``config.sampler``, its streams seeded by ``seed``: in this process, or on
+    the workers of the Ray cluster this process has joined (else joins as
+    :func:`~metarl.agents.common.ray_sampling.connect` does)."""
+    settings = config.sampler
+    if settings.backend == "ray":
+        from metarl.agents.common.ray_sampling import RaySampler
+
+        return RaySampler(family, num_trajectories, seed, settings)
+    return BatchSampler(family, num_trajectories, seed, settings.num_lanes)
 
 
 def build_agent(config: Config, policy: GaussianMLPPolicy) -> Agent:

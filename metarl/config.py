@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 
 from metarl import envs
+from metarl.agents.common.sampling import SamplerConfig
 from metarl.agents.maml_trpo import MAMLTRPOConfig
 from metarl.agents.reptile import ReptileConfig
 from metarl.configs import DEFAULT_CONFIG, bundled_config_path, bundled_configs
@@ -107,6 +108,7 @@ class Config(_Section):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     baseline: BaselineConfig | None = None
 
     @pydantic.model_validator(mode="after")

@@ -5,8 +5,9 @@ For N held-out tasks, sample M trajectories per task with the meta-policy θ, ta
 for the following ones), re-sample, and so on.  The result is the average undiscounted return per
 trajectory of every task after each step, summarised as mean and standard error over tasks.
 
-All tasks × trajectories of a step are one batch of the agent's own :class:`BatchSampler`, and the
-inner step is the one training takes, MAML-TRPO's and Reptile's alike
+All tasks × trajectories of a step are one batch of the run's sampler (``sampler``: local, or on
+Ray, as :func:`~metarl.components.build_sampler` builds it), and the inner step is the one
+training takes, MAML-TRPO's and Reptile's alike
 (:meth:`PolicyGradientAdaptation.prepare` then :meth:`PolicyGradientAdaptation.inner_step`).
 Held-out tasks come from a task generator seeded by ``(seed, HELD_OUT_SALT)``, a stream no
 training run draws from.  Videos (:mod:`metarl.video`) adapt with the same routine,
@@ -27,10 +28,15 @@ import numpy as np
 from metarl import envs
 from metarl.agents.common.episodes import Episodes
 from metarl.agents.common.policies import GaussianMLPPolicy, Params
-from metarl.agents.common.sampling import BatchSampler
 from metarl.agents.maml_trpo import PolicyGradientAdaptation
 from metarl.checkpoint import find_checkpoint, load_checkpoint
-from metarl.components import build_policy, derived_seeds, held_out_seeds, make_family
+from metarl.components import (
+    build_policy,
+    build_sampler,
+    derived_seeds,
+    held_out_seeds,
+    make_family,
+)
 from metarl.config import Config, run_method, validate_config
 from metarl.paper import METHODS, PAPER
 
@@ -129,7 +135,7 @@ def adapt_to_tasks(
     sampler_seed: int,
 ) -> Adaptation:
     """Adapt ``policy`` to ``tasks`` of ``family`` as :func:`adapt_to_held_out_tasks` does."""
-    sampler = BatchSampler(family, settings.trajectories(config), sampler_seed)
+    sampler = build_sampler(config, family, settings.trajectories(config), sampler_seed)
     agent = PolicyGradientAdaptation(policy, config.algorithm)
     params: Params = policy.meta_parameters()
     steps = []

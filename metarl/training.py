@@ -21,7 +21,14 @@ from metarl.checkpoint import (
     remove_stale_temp_files,
     save_checkpoint,
 )
-from metarl.components import Agent, build_agent, build_policy, derived_seeds, make_family
+from metarl.components import (
+    Agent,
+    build_agent,
+    build_policy,
+    build_sampler,
+    derived_seeds,
+    make_family,
+)
 from metarl.config import Config
 from metarl.errors import RejectionLimitError
 from metarl.logging import MetricsLog, Progress, summary_line
@@ -98,8 +105,8 @@ class Trainer:
         self.policy = build_policy(config, self.family).to(config.train.device)
         torch.random.set_rng_state(generator_state)
         self.agent = build_agent(config, self.policy)
-        self.sampler = BatchSampler(
-            self.family, config.algorithm.num_trajectories, seeds["sampler"]
+        self.sampler = build_sampler(
+            config, self.family, config.algorithm.num_trajectories, seeds["sampler"]
         )
         self.metrics = MetricsLog(run_dir)
         self.iteration = 0

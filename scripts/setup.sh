@@ -3,7 +3,7 @@
 # the active virtual environment if there is one, else the project's own .venv (created with
 # python3 on first use, so a stock, PEP 668-managed system Python is never touched).
 #
-#   bash scripts/setup.sh [EXTRAS]      e.g.  bash scripts/setup.sh test
+#   bash scripts/setup.sh [EXTRAS]      e.g.  bash scripts/setup.sh test,ray
 #
 # Sourced by scripts/train.sh and scripts/test.sh, it leaves the environment's interpreter in
 # $METARL_PYTHON. torch: where none is installed yet, torch 2.13.0 comes from pip's index (on

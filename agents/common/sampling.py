@@ -14,6 +14,9 @@ stream, the action noise of the whole batch is drawn up front, and each slot's t
 depends only on its own state and noise.  (Only to the last bit: a matrix product's rounding
 may depend on where its rows lie in memory, and contact dynamics amplify such differences.
 For a given number of lanes, sampling is bitwise reproducible.)
+
+The lanes can as well be stepped on the workers of a Ray cluster
+(:mod:`metarl.agents.common.ray_sampling`), from the same streams: the same batch.
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt
 
 from metarl.agents.common.episodes import Episodes
 from metarl.agents.common.policies import GaussianMLPPolicy, Params
@@ -43,6 +47,24 @@ class _Lane:
 
 
 _LaneJob = tuple[_Lane, np.ndarray, Params, torch.Tensor]  # lane, first observations, θ, noise
+
+
+class SamplerConfig(BaseModel):
+    """Where trajectories are sampled: in this process, or on the workers of a Ray cluster
+    (:mod:`metarl.agents.common.ray_sampling`); the same batch either way."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    backend: Literal["local", "ray"] = "local"
+    # lanes a meta-batch is split into (contiguous tasks each); null: one per core (Ray: per
+    # worker CPU) for MuJoCo families, else one (Ray: one per worker)
+    num_lanes: PositiveInt | None = None
+    # Ray: long-lived workers; null: as many as the cluster's free CPUs hold
+    num_workers: PositiveInt | None = None
+    cpus_per_worker: PositiveInt = 1  # Ray: cores of each worker, its lanes stepped on them
+    # Ray: seconds a worker may take to answer a sampling call (to start: this, at least 60)
+    # before it is treated as lost and replaced
+    worker_timeout: PositiveFloat = 600.0
 
 
 def lane_bounds(num_tasks: int, num_lanes: int) -> list[tuple[int, int]]:
