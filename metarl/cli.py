@@ -13,6 +13,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -27,6 +28,7 @@ from metarl.errors import (
 
 if TYPE_CHECKING:
     from metarl.config import Config
+    from metarl.evaluation import LoadedRun
     from metarl.outputs import RunOutputs, TrainedRun
     from metarl.tracking import WandbTracker
     from metarl.training import IterationHook
@@ -73,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--iterations", type=_positive_int, help="number of meta-iterations (train.num_iterations)"
     )
     train.add_argument("--device", choices=["cpu", "cuda"], help="learning device")
+    train.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="with sampler.backend=ray: the Ray cluster to sample on (auto: the one this "
+        "machine belongs to; default: RAY_ADDRESS, else a cluster started here, else a new one)",
+    )
     train.add_argument(
         "--resume",
         type=Path,
@@ -311,6 +319,12 @@ def _add_adaptation_arguments(parser: argparse.ArgumentParser, num_tasks: int) -
         type=_non_zero_float,
         help="step size of the later steps (default: half the first)",
     )
+    parser.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="sample on the Ray cluster at ADDRESS with the run's sampler settings (auto: the "
+        "one this machine belongs to; default: sample in this process)",
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -405,6 +419,44 @@ def check_device(config: Config) -> None:
             raise UsageError("train.device: 'cuda' requested but no CUDA device is available")
 
 
+def join_ray(address: str | None, source: str) -> None:
+    """Join the Ray cluster at ``address`` before any work; a one-line error naming ``source``
+    when Ray is not installed or the cluster cannot be joined."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise UsageError(
+            f"{source}: sampling on Ray needs the ray package: pip install 'metarl[ray]'"
+        ) from None
+    from metarl.agents.common.ray_sampling import connect
+
+    try:
+        connect(address)
+    except ConnectionError as error:
+        raise UsageError(f"{source}: {error}") from None
+
+
+def check_sampling(config: Config, address: str | None) -> None:
+    """Join Ray when ``sampler.backend`` is ray (at ``--ray-address``, which is for it only)."""
+    if config.sampler.backend == "ray":
+        join_ray(address, "sampler.backend" if address is None else "--ray-address")
+    elif address is not None:
+        raise UsageError(
+            "--ray-address: the run samples in this process (sampler.backend: local); "
+            "add --set sampler.backend=ray to sample on Ray"
+        )
+
+
+def sampled_where_asked(run: LoadedRun, address: str | None) -> LoadedRun:
+    """``run`` with its sampler on the Ray cluster at ``--ray-address`` (joined first) when
+    given, else in this process, whatever the run was trained with."""
+    if address is not None:
+        join_ray(address, "--ray-address")
+    config = run.config
+    sampler = config.sampler.model_copy(update={"backend": "local" if address is None else "ray"})
+    return replace(run, config=config.model_copy(update={"sampler": sampler}))
+
+
 def command_train(args: argparse.Namespace) -> None:
     from metarl.plotting import LEARNING_CURVE_FILE, plot_learning_curves, read_run
     from metarl.training import Trainer
@@ -416,10 +468,12 @@ def command_train(args: argparse.Namespace) -> None:
         saved, state = resumed_state(run_dir, "train")
         config = resumed_config(args, saved, state)
         check_device(config)
+        check_sampling(config, args.ray_address)
         session = start_run(args, config, run_dir, lambda: Trainer.resume(run_dir, config, state))
     else:
         config = train_config(args)
         check_device(config)
+        check_sampling(config, args.ray_address)
         run_dir = args.run_dir or default_run_dir(config)
         session = start_run(args, config, run_dir, lambda: new_run(Trainer(config, run_dir)))
     trainer, outputs, tracker = session
@@ -569,7 +623,7 @@ def command_evaluate(args: argparse.Namespace) -> None:
     if args.inner_lr_grid and args.steps == 0:
         raise UsageError("--inner-lr-grid: needs --steps >= 1")
     compare = [_read_curve(path) for path in args.compare]
-    run = load_run(args.run, args.checkpoint)
+    run = sampled_where_asked(load_run(args.run, args.checkpoint), args.ray_address)
     if args.paper:
         try:
             compare.append(paper_curve(run.config, make_family(run.config).preset))
@@ -598,6 +652,7 @@ def command_video(args: argparse.Namespace) -> None:
     out = args.out or run.output_dir() / "adaptation.mp4"
     if out.suffix != ".mp4":
         raise UsageError(f"--out {out}: expected a .mp4 file")
+    run = sampled_where_asked(run, args.ray_address)
     try:
         stats = record_adaptation(run.config, run.policy, adaptation_settings(args), out, args.size)
     except RenderError as error:
