@@ -3,6 +3,7 @@ exit status and nothing written: configs, flags, run directories, checkpoints, d
 
 from __future__ import annotations
 
+import importlib.util
 import pickle
 import re
 import shutil
@@ -118,6 +119,9 @@ class Case:
 
 
 CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is available here")
+RAY = pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None, reason="ray, an optional extra, is not installed"
+)
 
 CASES = {
     # configs
@@ -199,6 +203,30 @@ CASES = {
     ),
     "cuda-without-cuda": Case(
         [*NEW, "--device", "cuda"], "'cuda' requested but no CUDA device is available"
+    ),
+    # sampling
+    "unknown-sampler-backend": Case(
+        [*NEW, "--set", "sampler.backend=spark"],
+        "sampler.backend: Input should be 'local' or 'ray' (got 'spark')",
+    ),
+    "zero-lanes": Case([*NEW, "--set", "sampler.num_lanes=0"], "sampler.num_lanes: "),
+    "zero-worker-timeout": Case(
+        [*NEW, "--set", "sampler.worker_timeout=0"],
+        "sampler.worker_timeout: Input should be greater than 0",
+    ),
+    "ray-address-with-local-sampler": Case(
+        [*NEW, "--ray-address", "auto"],
+        "--ray-address: the run samples in this process (sampler.backend: local); add --set "
+        "sampler.backend=ray",
+    ),
+    "bad-ray-address": Case(
+        [*NEW, "--set", "sampler.backend=ray", "--ray-address", "nowhere"],
+        "--ray-address: cannot join a Ray cluster at nowhere: Invalid address format",
+    ),
+    "evaluate-bad-ray-address": Case(
+        ["evaluate", "{tmp}/run", "--ray-address", "nowhere"],
+        "--ray-address: cannot join a Ray cluster at nowhere",
+        copy_run(),
     ),
     # flags
     "unknown-flag": Case([*NEW, "--bogus"], "unrecognized arguments: --bogus"),
@@ -382,9 +410,11 @@ def test_there_are_at_least_twenty_cases() -> None:
     assert len(CASES) >= 20
 
 
+MARKS = {"cuda-without-cuda": CUDA, "bad-ray-address": RAY, "evaluate-bad-ray-address": RAY}
+
+
 @pytest.mark.parametrize(
-    "name",
-    [pytest.param(n, marks=CUDA) if n == "cuda-without-cuda" else n for n in CASES],
+    "name", [pytest.param(n, marks=MARKS[n]) if n in MARKS else n for n in CASES]
 )
 def test_bad_input_fails_with_one_line_and_writes_nothing(
     name: str,
@@ -401,6 +431,35 @@ def test_bad_input_fails_with_one_line_and_writes_nothing(
     assert status == case.status and out == ""
     assert err.count("\n") == 1 and re.match(r"metarl( \w+)?: error: ", err), err
     assert case.message in err
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("argv", "source"),
+    [
+        ([*NEW, "--set", "sampler.backend=ray"], "sampler.backend"),
+        (["evaluate", "{tmp}/run", "--ray-address", "auto"], "--ray-address"),
+        (["video", "{tmp}/run", "--ray-address", "auto"], "--ray-address"),
+    ],
+    ids=["train", "evaluate", "video"],
+)
+def test_sampling_on_ray_without_ray_installed_is_one_line(
+    argv: list[str],
+    source: str,
+    tmp_path: Path,
+    finished_run: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    copy_run()(tmp_path, finished_run)
+    before = snapshot(tmp_path)
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without ray imports
+    status = run_main([arg.replace("{tmp}", str(tmp_path)) for arg in argv])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1
+    assert err.endswith(
+        f": error: {source}: sampling on Ray needs the ray package: pip install 'metarl[ray]'\n"
+    )
     assert snapshot(tmp_path) == before
 
 
