@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 import statistics
 from collections.abc import Sequence
 from datetime import date
@@ -28,14 +27,15 @@ from metarl.reproduce import (
     TASKS,
     SeedResult,
     Task,
+    command_flags,
     commit,
-    evaluate_run,
     machine,
     replace_marked,
     run_config,
     saved_state,
     summary,
-    train_or_resume,
+    trained_result,
+    update_results,
 )
 
 SECTION = "## MAML and its alternatives"
@@ -92,13 +92,10 @@ def compare(
     for seed, by_method in configs.items():  # seed by seed: every method has a result early
         for method, config in by_method.items():
             run_dir = runs_dir / name / f"{method}-seed{seed}"
-            train_or_resume(config, run_dir, progress)
-            wall = sum(r.get("time_iteration") or 0.0 for r in read_metrics(run_dir))
             grid = task.step_size_grid if method in GRID_METHODS else ()
-            evaluation = evaluate_run(task, run_dir, step_size_grid=grid, inner_lr=test_lr)
-            results[method].append(SeedResult(seed, run_dir, evaluation, wall))
-    flags = [] if seeds == task.seeds else ["--seeds", *map(str, seeds)]
-    flags += [part for o in overrides for part in ("--set", shlex.quote(o))]
+            result = trained_result(task, seed, config, run_dir, progress, grid, test_lr)
+            results[method].append(result)
+    flags = command_flags(seeds, task, overrides)
     command = " ".join(["metarl reproduce", name, "--alternatives", *flags])
     return write_block(name, task, configs[seeds[0]]["maml"], results, docs_dir, command)
 
@@ -143,10 +140,9 @@ def write_block(
     ]
     title = f"{task.title}: {NUM_EVAL_TASKS} held-out tasks, {task.num_trajectories} trajectories"
     plot_curves(curves, figures / f"alternatives_{name}.png", title)
-    results_md = docs_dir / "results.md"
-    text = results_md.read_text() if results_md.exists() else "# Results\n"
-    results_md.write_text(place_block(text, name, block_text(name, task, record)))
-    return results_md
+    return update_results(
+        docs_dir, lambda text: place_block(text, name, block_text(name, task, record))
+    )
 
 
 def block_text(name: str, task: Task, record: dict[str, Any]) -> str:

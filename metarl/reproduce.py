@@ -14,7 +14,7 @@ import platform
 import re
 import shlex
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -181,6 +181,22 @@ def evaluate_run(
     return evaluation
 
 
+def trained_result(
+    task: Task,
+    seed: int,
+    config: Config,
+    run_dir: Path,
+    progress: bool,
+    step_size_grid: Sequence[float] = (),
+    inner_lr: float | None = None,
+) -> SeedResult:
+    """``config`` trained (or resumed) in ``run_dir``, then evaluated by :func:`evaluate_run`."""
+    train_or_resume(config, run_dir, progress)
+    wall = sum(r.get("time_iteration") or 0.0 for r in read_metrics(run_dir))
+    evaluation = evaluate_run(task, run_dir, step_size_grid=step_size_grid, inner_lr=inner_lr)
+    return SeedResult(seed, run_dir, evaluation, wall)
+
+
 def reproduce(
     name: str,
     runs_dir: Path,
@@ -201,14 +217,12 @@ def reproduce(
         saved_state(config, runs_dir / name / f"maml-seed{seed}")
     for method, config in baseline_configs.items():
         saved_state(config, runs_dir / name / f"{method}-seed{seeds[0]}")
-    results = []
-    for seed, config in configs.items():
-        run_dir = runs_dir / name / f"maml-seed{seed}"
-        train_or_resume(config, run_dir, progress)
-        wall = sum(r.get("time_iteration") or 0.0 for r in read_metrics(run_dir))
-        results.append(SeedResult(seed, run_dir, evaluate_run(task, run_dir), wall))
+    results = [
+        trained_result(task, seed, config, runs_dir / name / f"maml-seed{seed}", progress)
+        for seed, config in configs.items()
+    ]
     baselines = run_baselines(task, runs_dir / name, seeds[0], baseline_configs, progress)
-    flags = _flags(seeds, task, overrides)
+    flags = command_flags(seeds, task, overrides)
     flags += [p for o in baseline_overrides for p in ("--baseline-set", shlex.quote(o))]
     command = " ".join(["metarl reproduce", name, *flags])
     return write_section(name, task, configs[seeds[0]], results, baselines, docs_dir, command)
@@ -244,7 +258,7 @@ def run_baselines(
     return evaluations
 
 
-def _flags(seeds: Sequence[int], task: Task, overrides: Sequence[str]) -> list[str]:
+def command_flags(seeds: Sequence[int], task: Task, overrides: Sequence[str]) -> list[str]:
     flags = [] if tuple(seeds) == task.seeds else ["--seeds", *map(str, seeds)]
     return flags + [part for o in overrides for part in ("--set", shlex.quote(o))]
 
@@ -325,9 +339,16 @@ def write_section(
         ],
     }
     (figures / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+    return update_results(
+        docs_dir, lambda text: replace_section(text, name, section_text(name, task, record))
+    )
+
+
+def update_results(docs_dir: Path, edit: Callable[[str], str]) -> Path:
+    """``docs_dir/results.md`` rewritten by ``edit`` (a new file starts as "# Results")."""
     results_md = docs_dir / "results.md"
     text = results_md.read_text() if results_md.exists() else "# Results\n"
-    results_md.write_text(replace_section(text, name, section_text(name, task, record)))
+    results_md.write_text(edit(text))
     return results_md
 
 
