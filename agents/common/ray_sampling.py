@@ -8,7 +8,7 @@ copy of the lanes' environments exactly as the local sampler does, handing each 
 stream's state at its first lane.  For the same seed and the same lanes, the batch is the local
 sampler's, and its state (:meth:`BatchSampler.state_dict`) is the same: a checkpoint resumes
 on either.  The policy's parameters go to the object store once per sampling call; episodes
-come back as tensors.
+come back as tensors, a part per lane, joined as the local sampler joins its lanes.
 
 The workers are shared by every sampler of the process with the same settings (training, its
 videos and its evaluation), started with the first.
@@ -105,9 +105,8 @@ class RaySampler(BatchSampler):
                 )
             )
         params_ref = ray.put(cpu_parameters(params))
-        return join_episodes(
-            self.pool.sample(shares, self._policy_ref(policy), params_ref, self.timeout)
-        )
+        parts = self.pool.sample(shares, self._policy_ref(policy), params_ref, self.timeout)
+        return join_episodes([lane for share in parts for lane in share])  # as the local sampler
 
     def _policy_ref(self, policy: GaussianMLPPolicy) -> ray.ObjectRef:
         """``policy`` in the object store, on the CPU (its architecture: the parameters of

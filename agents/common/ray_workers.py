@@ -87,9 +87,9 @@ class SamplingWorker:
         """Its process id: it answers once started."""
         return os.getpid()
 
-    def sample(self, share: Share, policy: GaussianMLPPolicy, params: Params) -> Episodes:
-        """The episodes of ``share`` under ``params`` (shared, or one set per task of the
-        meta-batch): its lanes reset from the share's stream state and stepped."""
+    def sample(self, share: Share, policy: GaussianMLPPolicy, params: Params) -> list[Episodes]:
+        """Each lane's episodes of ``share`` under ``params`` (shared, or one set per task of
+        the meta-batch): its lanes reset from the share's stream state and stepped."""
         runner = self._runner(share)
         lanes = runner.lanes(share.bounds)
         rng = np.random.default_rng()
@@ -151,10 +151,10 @@ class WorkerPool:
 
     def sample(
         self, shares: list[Share], policy: ray.ObjectRef, params: ray.ObjectRef, timeout: float
-    ) -> list[Episodes]:
-        """Each share's episodes, in order, every share sampled by some worker (again by
-        another if its worker is lost); first, the pool grows back to ``size`` workers where
-        the cluster has room."""
+    ) -> list[list[Episodes]]:
+        """Each share's episodes (a part per lane), in order, every share sampled by some
+        worker (again by another if its worker is lost); first, the pool grows back to
+        ``size`` workers where the cluster has room."""
         self._top_up(timeout)
         return _Round(self, shares, policy, params, timeout).run()
 
@@ -233,10 +233,10 @@ class _Round:
         self.pool, self.shares, self.policy, self.params = pool, shares, policy, params
         self.timeout = timeout
         self.calls: dict[ray.ObjectRef, _Call] = {}
-        self.results: dict[int, Episodes] = {}
+        self.results: dict[int, list[Episodes]] = {}
         self.attempts: Counter[int] = Counter()
 
-    def run(self) -> list[Episodes]:
+    def run(self) -> list[list[Episodes]]:
         workers = self.pool.workers
         for index in range(len(self.shares)):
             self.submit(index, workers[index % len(workers)])

@@ -142,9 +142,10 @@ class LaneRunner:
         starts: Sequence[np.ndarray],
         params: Params,
         noise: torch.Tensor,
-    ) -> Episodes:
-        """The episodes of the reset ``lanes`` under ``params`` (CPU, shared or one set per
-        task) and the action ``noise`` ``[horizon, tasks, trajectories, action_dim]``."""
+    ) -> list[Episodes]:
+        """Each of the reset ``lanes``' episodes under ``params`` (CPU, shared or one set per
+        task) and the action ``noise`` ``[horizon, tasks, trajectories, action_dim]``, for
+        :func:`join_episodes`."""
         jobs: list[_LaneJob] = [
             (
                 lane,
@@ -155,8 +156,7 @@ class LaneRunner:
             for lane, start in zip(lanes, starts)
         ]
         with torch_threads(self.policy_threads):
-            parts = self._run_lanes(policy, jobs)
-        return join_episodes(parts)
+            return self._run_lanes(policy, jobs)
 
     def _run_lanes(self, policy: GaussianMLPPolicy, jobs: list[_LaneJob]) -> list[Episodes]:
         """Every lane's episodes: the first lane on this thread, the others on the executor's."""
@@ -217,7 +217,7 @@ class BatchSampler:
         lanes = self.lanes_for(len(tasks))
         starts = self.runner.reset(lanes, tasks, self.env_rng)  # the stream, slot by slot
         noise = self.action_noise(len(tasks), lanes[0].env)
-        return self.runner.run(policy, lanes, starts, cpu_parameters(params), noise)
+        return join_episodes(self.runner.run(policy, lanes, starts, cpu_parameters(params), noise))
 
     def action_noise(self, num_tasks: int, env: BatchedEnv) -> torch.Tensor:
         """The standard normal noise of every action of a batch of ``num_tasks`` tasks,
