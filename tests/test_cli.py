@@ -27,6 +27,7 @@ HEAVY = (
     "imageio",
     "mujoco",
     "numba",
+    "ray",
 )
 # TINY_NAVIGATION without its --no-progress: the console flags are the subject here
 TINY = [flag for flag in TINY_NAVIGATION if flag != "--no-progress"]
