@@ -210,11 +210,8 @@ class WorkerPool:
         except (GetTimeoutError, *LOST) as error:
             for actor in actors:
                 ray.kill(actor, no_restart=True)
-            reason = (
-                f"not within {limit:g} s"
-                if isinstance(error, GetTimeoutError)
-                else (first_line(error))
-            )
+            timed_out = isinstance(error, GetTimeoutError)
+            reason = f"not within {limit:g} s" if timed_out else first_line(error)
             raise WorkersLostError(f"sampler: Ray workers did not start ({reason})") from None
         return [_Worker(actor, pid) for actor, pid in zip(actors, pids)]
 
