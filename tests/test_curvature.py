@@ -110,7 +110,8 @@ def test_one_task_in_float32_matches_float64(hidden: tuple[int, ...], nonlineari
     likelihood32, fisher32 = _products(*single, nonlinearity)
     task = slice(1, 2)
     part, fisher_part = likelihood32.part(task), fisher32.part(task)
-    assert uses_onednn(part.network.layer_inputs[0]) == ONEDNN
+    layer_input = part.network.layer_inputs[0]
+    assert uses_onednn(layer_input, layer_input) == ONEDNN
     one = [v[task].float() for v in vectors]
     for mine, reference in zip(part.hessian_product(one), likelihood.hessian_product(vectors)):
         torch.testing.assert_close(mine, reference[task].float(), rtol=1e-4, atol=1e-5)
@@ -136,3 +137,26 @@ def test_meta_gradient_and_kl_product_are_the_same_whatever_the_parts() -> None:
     for tasks_per_part in (1, 2, K):
         for mine, reference in zip(summed_vjp(jacobian, vectors, tasks_per_part), at_once):
             torch.testing.assert_close(mine, reference, rtol=1e-12, atol=1e-12)
+
+
+def test_a_task_without_live_rows_in_float32() -> None:
+    """A task whose ρ is all zero (say, all its rewards zero) has no live row: its part of the
+    products is empty matrices, which oneDNN refuses, and contributes nothing."""
+    _, params, inputs, actions, rho, vectors = _setup((5, 4), "tanh")
+    rho[1] = 0
+    likelihood, fisher = _products(params, inputs, actions, rho, "tanh")
+    single = [p.float() for p in params], inputs.float(), actions.float(), rho.float()
+    likelihood32, fisher32 = _products(*single, "tanh")
+    assert live_rows(rho) == [N, 0, N]
+    shared = [v[0] for v in vectors]
+    products = []
+    for like, fish, cast in (
+        (likelihood, fisher, torch.double),
+        (likelihood32, fisher32, torch.float),
+    ):
+        jacobian = AdaptationJacobian([like], 0.3, first_order=False)
+        product = meta_kl_hessian_product(jacobian, fish, K, 1e-3, 1)
+        products.append(product([v.to(cast) for v in shared]))
+        summed_vjp(jacobian, [v.to(cast) for v in vectors], 1)  # no error on the empty task
+    for mine, reference in zip(products[1], products[0]):
+        torch.testing.assert_close(mine, reference.float(), rtol=1e-4, atol=1e-5)

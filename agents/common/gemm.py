@@ -16,9 +16,11 @@ from torch import Tensor
 ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-def uses_onednn(a: Tensor) -> bool:
-    """Whether :func:`matmul` sends ``a``'s products to oneDNN."""
-    return ONEDNN and a.shape[0] == 1 and a.dtype == torch.float32 and a.device.type == "cpu"
+def uses_onednn(a: Tensor, b: Tensor) -> bool:
+    """Whether :func:`matmul` sends the product ``a b`` to oneDNN (which refuses empty
+    matrices: a task with no live row)."""
+    cpu_float = a.dtype == torch.float32 and a.device.type == "cpu"
+    return ONEDNN and a.shape[0] == 1 and cpu_float and a.numel() > 0 and b.numel() > 0
 
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:
@@ -28,7 +30,7 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     ran a hundred times slower on other strides.  (Its fused sums and elementwise products were
     no faster than a separate in-place pass, and slower with ``m`` a few action dimensions.)
     """
-    if not uses_onednn(a):
+    if not uses_onednn(a, b):
         return torch.bmm(a, b)
     weight = b[0].T if b[0].is_contiguous() or b[0].T.is_contiguous() else b[0].T.contiguous()
     return torch.ops.mkldnn._linear_pointwise(a[0], weight, None, "none", [], "").unsqueeze(0)
