@@ -127,7 +127,8 @@ class FamilyEnv(TaskEnv):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls.metadata = {"render_modes": list(cls.family_class.render_modes), "render_fps": 30}
+        # what gymnasium.make reads before building one; an instance adds its render_fps
+        cls.metadata = {"render_modes": list(cls.family_class.render_modes)}
 
     def __init__(
         self, render_mode: str | None = None, task: Task | None = None, **family_arguments: Any

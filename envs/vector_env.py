@@ -49,7 +49,7 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         self.num_envs = num_envs
         if max_episode_steps is not None and max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps!r}")
-        self.max_episode_steps = max_episode_steps or family.make_batched_env(1).horizon
+        self.max_episode_steps = max_episode_steps or self.env.horizon
         if render_mode is not None and render_mode not in family.render_modes:
             raise ValueError(
                 f"render_mode must be one of {list(family.render_modes)}, got {render_mode!r}"
