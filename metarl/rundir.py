@@ -16,7 +16,8 @@ WANDB_DIR = "wandb"  # where W&B writes, inside the run directory
 
 
 def check_new_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """Refuse a path that is not a directory, or a non-empty one unless ``overwrite``."""
+    """Refuse a path that is not a directory, a non-empty one unless ``overwrite``, and the
+    current directory or one holding it (they cannot be moved aside)."""
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"--run-dir {run_dir}: exists and is not a directory")
     if _is_non_empty(run_dir) and not overwrite:
@@ -24,6 +25,9 @@ def check_new_run_dir(run_dir: Path, overwrite: bool) -> None:
             f"--run-dir {run_dir}: already exists and is not empty "
             "(pass --overwrite to replace it, or --resume to continue it)"
         )
+    here = Path.cwd()
+    if _is_non_empty(run_dir) and run_dir.resolve() in (here, *here.parents):
+        raise UsageError(f"--run-dir {run_dir}: --overwrite cannot replace the current directory")
 
 
 @contextlib.contextmanager

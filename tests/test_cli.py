@@ -120,3 +120,13 @@ def test_a_reader_leaving_early_is_no_error() -> None:
     command = f"{shlex.quote(sys.executable)} -m metarl list | true; echo ${{PIPESTATUS[0]}}"
     result = subprocess.run(["bash", "-c", command], capture_output=True, text=True)
     assert result.stdout == "141\n" and result.stderr == ""
+
+
+def test_overwrite_refuses_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "notes.txt").write_text("kept")
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", *TINY, "--run-dir", ".", "--overwrite"]) == 2
+    assert "--overwrite cannot replace the current directory" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
