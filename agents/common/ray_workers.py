@@ -238,12 +238,13 @@ class _Round:
         for index in range(len(self.shares)):
             self.submit(index, workers[index % len(workers)])
         while self.calls:
-            for worker, reason in self.wait().items():
-                orphans = [c.share for ref, c in list(self.calls.items()) if c.worker is worker]
-                self.calls = {r: c for r, c in self.calls.items() if c.worker is not worker}
+            lost = self.wait()  # all of them out of the pool before any share is sent again
+            orphans = [call.share for call in self.calls.values() if call.worker in lost]
+            self.calls = {r: c for r, c in self.calls.items() if c.worker not in lost}
+            for worker, reason in lost.items():
                 self.pool.lose(worker, reason)
-                for index in orphans:
-                    self.submit(index, self.stand_in())
+            for index in orphans:
+                self.submit(index, self.stand_in())
         return [self.results[index] for index in range(len(self.shares))]
 
     def submit(self, index: int, worker: _Worker) -> None:
