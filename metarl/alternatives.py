@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import statistics
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -21,7 +20,6 @@ from typing import Any
 
 from metarl.config import Config
 from metarl.evaluation import Curve, plot_curves
-from metarl.logging import read_metrics
 from metarl.reproduce import (
     NUM_EVAL_TASKS,
     TASKS,
@@ -114,14 +112,12 @@ def write_block(
     methods = {}
     for method, seed_results in results.items():
         mean, spread, spread_kind = summary(seed_results)
-        times = [r.get("time_iteration") for s in seed_results for r in read_metrics(s.run_dir)]
         methods[method] = {
             "mean": mean,
             "spread": spread,
             "spread_kind": spread_kind,
             "training_inner_lr": seed_results[0].evaluation.config["algorithm"]["inner_lr"],
             "test_inner_lr": sorted({r.evaluation.step_sizes[0] for r in seed_results}),
-            "seconds_per_iteration": statistics.median(t for t in times if t),
             "seeds": [r.seed for r in seed_results],
         }
     record = {
@@ -159,20 +155,19 @@ def block_text(name: str, task: Task, record: dict[str, Any]) -> str:
         f"{record['config']['algorithm']['inner_lr']:g}, then α/2; zero inner steps (trained on "
         "all tasks) and negative α (a training step size only, as Bernacchia 2021 proposes) "
         f"with the first step size chosen from ({', '.join(f'{a:g}' for a in task.step_size_grid)})"
-        f" on 10 tasks of their training stream. Mean {spread_kind}. Seconds per iteration: the "
-        "median of the training runs' iterations, on a shared machine (the benchmark's ratios "
-        "are in [performance.md](performance.md)).",
+        f" on 10 tasks of their training stream. Mean {spread_kind}. The cost of each method "
+        "per meta-iteration, measured in one run, is in [performance.md](performance.md) (the "
+        "training runs shared the machine with other work: their times do not compare).",
         "",
-        "| method (source) | α: training, test | 0 steps | 1 step | 2 steps | 3 steps "
-        "| s / iteration |",
-        "|---|---|---|---|---|---|---|",
+        "| method (source) | α: training, test | 0 steps | 1 step | 2 steps | 3 steps |",
+        "|---|---|---|---|---|---|",
     ]
     for method, entry in methods.items():
         label, source, _ = METHODS[method]
         returns = [f"{m:.1f} ± {s:.1f}" for m, s in zip(entry["mean"], entry["spread"])]
         test = ", ".join(f"{alpha:g}" for alpha in entry["test_inner_lr"])
         cells = [f"{label} ({source})", f"{entry['training_inner_lr']:g}, {test}", *returns]
-        lines.append("| " + " | ".join([*cells, f"{entry['seconds_per_iteration']:.1f}"]) + " |")
+        lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"![every method's return after 0-3 steps](results/alternatives_{name}.png)"]
     return "\n".join(lines)
 
