@@ -225,6 +225,21 @@ class TaskFamily(ABC):
         """Draw ``num_tasks`` independent tasks from the family's distribution, with ``rng``
         (default: the family's own generator)."""
 
+    @classmethod
+    def from_env_arguments(cls, arguments: dict[str, Any]) -> TaskFamily:
+        """The family of a gymnasium environment's keyword arguments (whose seed belongs to
+        ``reset``, not to the family)."""
+        if "seed" in arguments:
+            raise ValueError("seed is not an environment argument: pass it to reset(seed=...)")
+        return cls(**arguments)
+
+    def check_render_mode(self, render_mode: str | None) -> str | None:
+        """``render_mode`` if its environments can render that way (None: no rendering)."""
+        if render_mode is not None and render_mode not in self.render_modes:
+            modes = list(self.render_modes)
+            raise ValueError(f"render_mode must be one of {modes}, got {render_mode!r}")
+        return render_mode
+
     def check_task(self, task: Any) -> Task:
         """``task`` as a task of this family; a clear error unless it has the family's keys and
         number of parameters."""

@@ -45,14 +45,11 @@ class TaskEnv(gym.Env[np.ndarray, np.ndarray]):
     ) -> None:
         self.family = family
         self._batch = family.make_batched_env(1)
-        render_modes = list(family.render_modes)
         self.metadata = {
-            "render_modes": render_modes,
+            "render_modes": list(family.render_modes),
             "render_fps": self._batch.metadata.get("render_fps", 30),
         }
-        if render_mode is not None and render_mode not in render_modes:
-            raise ValueError(f"render_mode must be one of {render_modes}, got {render_mode!r}")
-        self.render_mode = render_mode
+        self.render_mode = family.check_render_mode(render_mode)
         self.observation_space = gym.spaces.Box(
             -np.inf, np.inf, shape=(self._batch.observation_dim,), dtype=np.float64
         )
@@ -133,9 +130,8 @@ class FamilyEnv(TaskEnv):
     def __init__(
         self, render_mode: str | None = None, task: Task | None = None, **family_arguments: Any
     ) -> None:
-        if "seed" in family_arguments:
-            raise ValueError("seed is not an environment argument: pass it to reset(seed=...)")
-        super().__init__(self.family_class(**family_arguments), render_mode, task)
+        family = self.family_class.from_env_arguments(family_arguments)
+        super().__init__(family, render_mode, task)
 
 
 class Navigation2DEnv(FamilyEnv):

@@ -50,11 +50,7 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         if max_episode_steps is not None and max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps!r}")
         self.max_episode_steps = max_episode_steps or self.env.horizon
-        if render_mode is not None and render_mode not in family.render_modes:
-            raise ValueError(
-                f"render_mode must be one of {list(family.render_modes)}, got {render_mode!r}"
-            )
-        self.render_mode = render_mode
+        self.render_mode = family.check_render_mode(render_mode)
         self.metadata = {
             "render_modes": list(family.render_modes),
             "render_fps": self.env.metadata.get("render_fps", 30),
@@ -182,7 +178,5 @@ def make_vector_env(
 ) -> TaskVectorEnv:
     """The ``vector_entry_point`` of ``metarl/<Family>-v0``: a :class:`TaskVectorEnv` of
     ``family_class`` built from its keyword arguments."""
-    if "seed" in family_arguments:
-        raise ValueError("seed is not an environment argument: pass it to reset(seed=...)")
-    family = family_class(**family_arguments)
+    family = family_class.from_env_arguments(family_arguments)
     return TaskVectorEnv(family, num_envs, max_episode_steps, render_mode, task)
