@@ -37,6 +37,13 @@ FAMILY_MODULES = {
     "AntVel": "metarl.envs.ant",
     "AntDir": "metarl.envs.ant",
     "AntGoal": "metarl.envs.ant",
+    "MetaWorldML1": "metarl.envs.metaworld",  # needs Meta-World (metarl.envs.metaworld_compat)
+    "MetaWorldML10": "metarl.envs.metaworld",
+}
+# Where each family's single-task gymnasium class lives (default: metarl.envs.gym_env).
+ENV_CLASS_MODULES = {
+    "MetaWorldML1": "metarl.envs.metaworld",
+    "MetaWorldML10": "metarl.envs.metaworld",
 }
 _LAZY_NAMES = {
     "BatchedEnv": "base",
@@ -67,7 +74,11 @@ def family_class(name: str) -> type[TaskFamily]:
         raise ValueError(
             f"unknown task family {name!r}{hint}; expected one of {sorted(FAMILY_MODULES)}"
         )
-    family: type[TaskFamily] = getattr(importlib.import_module(FAMILY_MODULES[name]), name)
+    try:
+        module = importlib.import_module(FAMILY_MODULES[name])
+    except ImportError as error:  # an optional dependency (Meta-World) is missing
+        raise ValueError(f"task family {name!r} cannot load: {error}") from error
+    family: type[TaskFamily] = getattr(module, name)
     return family
 
 
@@ -76,12 +87,18 @@ def make_family(name: str, seed: int | None = None, **kwargs: Any) -> TaskFamily
     return family_class(name)(seed=seed, **kwargs)
 
 
+def task_env_class(family: str) -> type[TaskEnv]:
+    """The single-task environment class of ``family`` (what ``gymnasium.make`` builds for its
+    id)."""
+    family_class(family)
+    module = ENV_CLASS_MODULES.get(family, "metarl.envs.gym_env")
+    env_class: type[TaskEnv] = getattr(importlib.import_module(module), f"{family}Env")
+    return env_class
+
+
 def make_task_env(family: str, **kwargs: Any) -> TaskEnv:
     """A single-task environment of ``family`` (what ``gymnasium.make`` builds for its id)."""
-    from metarl.envs.gym_env import FAMILY_ENVS
-
-    family_class(family)
-    return FAMILY_ENVS[family](**kwargs)
+    return task_env_class(family)(**kwargs)
 
 
 def make_task_vector_env(family: str, **kwargs: Any) -> TaskVectorEnv:
@@ -96,9 +113,10 @@ def _register_all() -> None:
     for name in FAMILY_MODULES:
         env_id = f"metarl/{name}-v0"
         if env_id not in gym.registry:
+            module = ENV_CLASS_MODULES.get(name, "metarl.envs.gym_env")
             gym.register(
                 id=env_id,
-                entry_point=f"metarl.envs.gym_env:{name}Env",
+                entry_point=f"{module}:{name}Env",
                 vector_entry_point=functools.partial(make_task_vector_env, name),
                 max_episode_steps=None,  # the environment truncates at its preset's horizon
                 disable_env_checker=False,
@@ -121,5 +139,6 @@ __all__ = [
     "family_class",
     "make_family",
     "make_task_env",
+    "task_env_class",
     "make_task_vector_env",
 ]

@@ -225,6 +225,14 @@ class TaskFamily(ABC):
         """Draw ``num_tasks`` independent tasks from the family's distribution, with ``rng``
         (default: the family's own generator)."""
 
+    def sample_test_tasks(
+        self, num_tasks: int, rng: np.random.Generator | None = None
+    ) -> list[Task]:
+        """Draw ``num_tasks`` tasks for held-out evaluation: from the distribution of
+        :meth:`sample_tasks` (held out by the stream they come from), or from the test split of
+        a family that has one (Meta-World's benchmarks)."""
+        return self.sample_tasks(num_tasks, rng)
+
     @classmethod
     def from_env_arguments(cls, arguments: dict[str, Any]) -> TaskFamily:
         """The family of a gymnasium environment's keyword arguments (whose seed belongs to

@@ -168,16 +168,3 @@ class AntGoalEnv(FamilyEnv):
     """``metarl/AntGoal-v0``: one task of :class:`~metarl.envs.AntGoal`."""
 
     family_class = AntGoal
-
-
-FAMILY_ENVS: dict[str, type[FamilyEnv]] = {
-    env.family_class.name: env
-    for env in (
-        Navigation2DEnv,
-        HalfCheetahVelEnv,
-        HalfCheetahDirEnv,
-        AntVelEnv,
-        AntDirEnv,
-        AntGoalEnv,
-    )
-}

@@ -10,8 +10,8 @@ Ray, as :func:`~metarl.components.build_sampler` builds it), and the inner step 
 training takes, MAML-TRPO's and Reptile's alike
 (:meth:`PolicyGradientAdaptation.prepare` then :meth:`PolicyGradientAdaptation.inner_step`).
 Held-out tasks come from a task generator seeded by ``(seed, HELD_OUT_SALT)``, a stream no
-training run draws from.  Videos (:mod:`metarl.video`) adapt with the same routine,
-:func:`adapt_to_held_out_tasks`.
+training run draws from, and from the test split of families that have one (Meta-World).
+Videos (:mod:`metarl.video`) adapt with the same routine, :func:`adapt_to_held_out_tasks`.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def adapt_to_held_out_tasks(
     trajectories of every task with the current parameters, take the agent's inner step
     (α per step), and again, ``settings.num_steps`` times."""
     family = held_out_family(config, settings.seed)
-    tasks = family.sample_tasks(settings.num_tasks)
+    tasks = family.sample_test_tasks(settings.num_tasks)
     sampler_seed = held_out_seeds(settings.seed)["sampler"]
     return adapt_to_tasks(config, policy, settings, family, tasks, sampler_seed)
 
@@ -181,6 +181,7 @@ class Evaluation:
     returns: list[list[float]]  # [step][task]
     method: str = "maml"  # or the baseline's: pretrained, oracle, random
     step_size_choice: dict[str, Any] | None = None  # StepSizeChoice, when chosen from a grid
+    success: list[list[float]] | None = None  # [step][task] success rate (Meta-World)
 
     @property
     def steps(self) -> list[int]:
@@ -199,8 +200,20 @@ class Evaluation:
         label = self.label if self.method == "maml" else f"{self.label} ({self.method})"
         return Curve(label, self.preset, self.mean, self.stderr)
 
+    def success_curve(self) -> Curve | None:
+        """Mean ± standard error over tasks of the success rate after 0..K steps (families that
+        report success)."""
+        if self.success is None:
+            return None
+        label = self.curve().label
+        means = [float(np.mean(rates)) for rates in self.success]
+        return Curve(label, self.preset, means, [standard_error(r) for r in self.success])
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "steps": self.steps, "mean": self.mean, "stderr": self.stderr}
+        data = {**asdict(self), "steps": self.steps, "mean": self.mean, "stderr": self.stderr}
+        if (success := self.success_curve()) is not None:
+            data.update(success_mean=success.mean, success_stderr=success.stderr)
+        return data
 
 
 def standard_error(values: Sequence[float]) -> float:
@@ -265,7 +278,16 @@ def evaluate(
         returns=[episodes.returns_per_task().tolist() for _, episodes in adapted.steps],
         method=run_method(config),
         step_size_choice=asdict(choice) if choice else None,
+        success=success_per_step(adapted),
     )
+
+
+def success_per_step(adapted: Adaptation) -> list[list[float]] | None:
+    """Each task's success rate after each step (``[step][task]``), where the family reports
+    success: an episode succeeds if success holds at any of its steps (Meta-World's rule)."""
+    if adapted.steps[0][1].success is None:
+        return None
+    return [episodes.success_per_task().tolist() for _, episodes in adapted.steps]
 
 
 def paper_curve(config: Config, preset: str) -> Curve:
@@ -282,13 +304,14 @@ def paper_curve(config: Config, preset: str) -> Curve:
     return Curve(f"paper: {method}", "original", returns, [0.0] * len(returns))
 
 
-def markdown_table(curves: Sequence[Curve]) -> str:
-    """One row per curve: return after each number of steps as ``mean ± stderr``."""
+def markdown_table(curves: Sequence[Curve], digits: int = 2) -> str:
+    """One row per curve: return (or success rate) after each number of steps as
+    ``mean ± stderr``."""
     num_steps = max(len(c.mean) for c in curves)
     header = ["run", "preset", *(f"{k} step{'' if k == 1 else 's'}" for k in range(num_steps))]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for curve in curves:
-        cells = [f"{m:.2f} ± {s:.2f}" for m, s in zip(curve.mean, curve.stderr)]
+        cells = [f"{m:.{digits}f} ± {s:.{digits}f}" for m, s in zip(curve.mean, curve.stderr)]
         cells += ["—"] * (num_steps - len(cells))
         lines.append("| " + " | ".join([curve.label, curve.preset, *cells]) + " |")
     return "\n".join(lines) + "\n"
@@ -340,6 +363,11 @@ def write_evaluation(
             f"\n\nFirst step size chosen on {choice['num_tasks']} tasks of the training stream "
             f"(mean return after steps 1..K per α: {scores})."
         )
-    paths[TABLE_FILE].write_text(f"{tasks}; {sampling}{chosen}\n\n{markdown_table(curves)}")
+    success = ""
+    if (success_curve := evaluation.success_curve()) is not None:
+        success = "\nSuccess rate (an episode succeeds if success ever holds in it):\n\n"
+        success += markdown_table([success_curve], digits=3)
+    table = markdown_table(curves)
+    paths[TABLE_FILE].write_text(f"{tasks}; {sampling}{chosen}\n\n{table}{success}")
     plot_curves(curves, paths[PLOT_FILE], f"{tasks}\n{sampling}")
     return paths

@@ -8,7 +8,7 @@ import inspect
 import yaml
 
 from metarl.configs import DEFAULT_CONFIG, bundled_config_path, bundled_configs
-from metarl.envs import FAMILIES, TaskFamily
+from metarl.envs import FAMILY_MODULES, TaskFamily, family_class
 from metarl.envs.mujoco_core import PRESETS
 
 
@@ -30,7 +30,12 @@ def describe_families() -> str:
     """Families with the same presets and arguments (HalfCheetahVel and HalfCheetahDir, ...)
     share one entry; one argument per line."""
     groups: dict[tuple[str, ...], list[str]] = {}
-    for name, family in FAMILIES.items():
+    for name in FAMILY_MODULES:
+        try:
+            family = family_class(name)
+        except ValueError as error:  # an optional dependency is missing: say which
+            groups.setdefault((str(error).split(": ", 1)[-1],), []).append(name)
+            continue
         arguments = [f"{p.name}: {p.annotation} = {p.default!r}" for p in family_arguments(family)]
         key = (f"presets {', '.join(presets(family))}", *arguments)
         groups.setdefault(key, []).append(name)

@@ -18,6 +18,8 @@ TIMING_PREFIX = "time_"  # wall-clock fields: the only ones that differ between 
 METRIC_GROUPS = {
     "return_pre": "adapt/return_pre",
     "return_post": "adapt/return_post",
+    "success_pre": "adapt/success_pre",
+    "success_post": "adapt/success_post",
     "kl": "trpo/kl",
     "surrogate_before": "trpo/surrogate_before",
     "surrogate_after": "trpo/surrogate_after",
@@ -88,9 +90,12 @@ def summary_line(metrics: dict[str, Any]) -> str:
     status = "" if metrics.get("step_accepted", 1.0) else "  [step rejected]"
     if metrics.get("step_rejected_reason"):
         status = f"  [step rejected: non-finite {metrics['step_rejected_reason']}]"
+    success = ""
+    if "success_post" in metrics:
+        success = f" | success pre {metrics['success_pre']:.2f} post {metrics['success_post']:.2f}"
     return (
         f"iter {metrics['iteration']:4d} | return pre {metrics['return_pre']:9.2f} "
-        f"post {metrics['return_post']:9.2f} | kl {metrics['kl']:.4f} "
+        f"post {metrics['return_post']:9.2f}{success} | kl {metrics['kl']:.4f} "
         f"ls {metrics['line_search_steps']:2d} | "
         f"sample {metrics['time_sampling']:5.2f}s learn {metrics['time_learning']:5.2f}s{status}"
     )

@@ -25,9 +25,13 @@ def run_summary(outputs: RunOutputs, tracker: WandbTracker | None) -> str:
         result = outputs.evaluation.result
         returns = " / ".join(f"{mean:.2f}" for mean in result.mean)
         steps = " / ".join(map(str, result.steps))
+        success = result.success_curve()
+        rates = (
+            "" if success is None else ", success " + " / ".join(f"{m:.2f}" for m in success.mean)
+        )
         lines.append(
-            f"held-out evaluation ({len(result.tasks)} tasks): return {returns} after {steps} "
-            "steps (evaluation/)"
+            f"held-out evaluation ({len(result.tasks)} tasks): return {returns}{rates} after "
+            f"{steps} steps (evaluation/)"
         )
     names = sorted(p.name + "/" if p.is_dir() else p.name for p in trainer.run_dir.iterdir())
     lines.append(f"files in {trainer.run_dir}: {', '.join(names)}")

@@ -65,9 +65,10 @@ def meta_iteration(
     except NonFiniteError as error:  # rejected before the meta-parameters changed
         step = MetaStepInfo.rejected(error.stage)
     seconds = agent.timer.pop()
+    before = batch.train[0] if batch.train else batch.valid
     metrics: dict[str, float] = {
         "env_steps": sum(e.env_steps for e in batch.train) + batch.valid.env_steps,
-        "return_pre": (batch.train[0] if batch.train else batch.valid).mean_return(),
+        "return_pre": before.mean_return(),
         "return_post": batch.valid.mean_return(),
         "kl": step.kl,
         "surrogate_before": step.surrogate_before,
@@ -79,6 +80,9 @@ def meta_iteration(
     metrics["time_learning"] = sum(seconds.get(phase, 0.0) for phase in LEARNING_PHASES)
     for i, episodes in enumerate(batch.train[1:], start=1):
         metrics[f"return_step{i}"] = episodes.mean_return()
+    if batch.valid.success is not None:  # families that report success (Meta-World)
+        metrics["success_pre"] = before.success_rate()
+        metrics["success_post"] = batch.valid.success_rate()
     return metrics, step
 
 

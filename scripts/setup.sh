@@ -3,8 +3,10 @@
 # the active virtual environment if there is one, else the project's own .venv (created with
 # python3 on first use, so a stock, PEP 668-managed system Python is never touched).
 #
-#   bash scripts/setup.sh [EXTRAS]      e.g.  bash scripts/setup.sh test,ray
+#   bash scripts/setup.sh [EXTRAS]      e.g.  bash scripts/setup.sh test,ray,metaworld
 #
+# The extra "metaworld" also installs Meta-World 3.1.1 without its dependencies (its exact
+# MuJoCo pin would downgrade MuJoCo).
 # Sourced by scripts/train.sh and scripts/test.sh, it leaves the environment's interpreter in
 # $METARL_PYTHON. torch: where none is installed yet, torch 2.13.0 comes from pip's index (on
 # Linux x86-64, PyPI serves the CUDA 12 build); set TORCH_INDEX_URL to pick another build, e.g.
@@ -36,4 +38,7 @@ if ! "$METARL_PYTHON" -c "import torch" >/dev/null 2>&1; then
     ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 fi
 "$METARL_PYTHON" -m pip install --quiet -e "$ROOT${extras:+[$extras]}"
+if [[ ",$extras," == *",metaworld,"* ]]; then  # without its MuJoCo pin (setup.cfg)
+  "$METARL_PYTHON" -m pip install --quiet --no-deps "metaworld==3.1.1"
+fi
 export METARL_PYTHON

@@ -22,6 +22,7 @@ class Episodes:
     rewards: Tensor  # [T, K, M]
     mask: Tensor  # [T, K, M], 1.0 for steps taken
     advantages: Tensor | None = None  # [T, K, M], set by the agent
+    success: Tensor | None = None  # [T, K, M], 1.0 where the task's success held (Meta-World)
 
     @property
     def num_tasks(self) -> int:
@@ -40,6 +41,17 @@ class Episodes:
         """Undiscounted return per trajectory, averaged over all trajectories."""
         return float(self.returns_per_task().mean().item())
 
+    def success_per_task(self) -> Tensor:
+        """Fraction of each task's trajectories that succeeded (success held at some step taken):
+        shape ``[K]``; only for families that report success."""
+        if self.success is None:
+            raise ValueError("these episodes come from a family that reports no success")
+        return (self.success * self.mask).amax(0).mean(-1)
+
+    def success_rate(self) -> float:
+        """Fraction of all trajectories that succeeded."""
+        return float(self.success_per_task().mean().item())
+
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Episodes:
         """A copy on ``device`` (floating tensors cast to ``dtype`` when given)."""
 
@@ -52,6 +64,7 @@ class Episodes:
             rewards=move(self.rewards),  # type: ignore[arg-type]
             mask=move(self.mask),  # type: ignore[arg-type]
             advantages=move(self.advantages),
+            success=move(self.success),
         )
 
 

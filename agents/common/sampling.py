@@ -286,6 +286,7 @@ def _step_lane(
     cores = running.cores_each()
     env.use_threads(cores)
     observations, actions, rewards, masks = [], [], [], []
+    successes: list[np.ndarray] = []  # families that report success: info["success"] per step
     for step in range(env.horizon):
         alive = env.alive.copy()
         if not alive.any():
@@ -300,6 +301,8 @@ def _step_lane(
         actions.append(action)
         rewards.append(result.reward)
         masks.append(alive)
+        if "success" in result.info:
+            successes.append(result.info["success"])
         observation = result.observation
     shape = (len(rewards), num_tasks, -1)
     return Episodes(
@@ -307,6 +310,7 @@ def _step_lane(
         actions=torch.stack(actions),
         rewards=torch.from_numpy(np.stack(rewards)).float().view(shape),
         mask=torch.from_numpy(np.stack(masks)).float().view(shape),
+        success=torch.from_numpy(np.stack(successes)).float().view(shape) if successes else None,
     )
 
 
@@ -322,9 +326,13 @@ def join_episodes(parts: list[Episodes]) -> Episodes:
 
     mask = torch.cat([padded(part.mask) for part in parts], dim=1)
     live = mask.unsqueeze(-1) > 0
+    success = None
+    if all(part.success is not None for part in parts):
+        success = torch.cat([padded(part.success) for part in parts], dim=1)  # type: ignore[arg-type]
     return Episodes(
         observations=torch.cat([padded(p.observations) for p in parts], 1).where(live, 0.0),
         actions=torch.cat([padded(p.actions) for p in parts], 1).where(live, 0.0),
         rewards=torch.cat([padded(part.rewards) for part in parts], dim=1),
         mask=mask,
+        success=success,
     )

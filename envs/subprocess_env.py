@@ -1,0 +1,166 @@
+"""A batched environment whose slots are stepped in worker processes, for families whose
+environments step in Python (holding the GIL), such as Meta-World's.
+
+The ``num_envs`` slots are split into contiguous blocks, one per worker; each worker holds a
+batched environment of its block, built by ``make_block(block_size)`` (a picklable callable),
+and the blocks step at the same time.  Workers are started with ``spawn``: they import what
+``make_block`` needs afresh (and so any patch its module applies), never a copy of this
+process's threads.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import weakref
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from metarl.envs.base import RENDER_SIZE, BatchedEnv, StepResult, Task
+
+
+class SubprocessBatchedEnv(BatchedEnv):
+    """``num_envs`` slots stepped by ``num_workers`` processes, each holding the batched
+    environment ``make_block(size)`` of its contiguous block of slots.
+
+    It behaves as one batched environment of ``make_block(num_envs)`` would, slot for slot, for
+    families whose resets draw nothing from ``rng`` (each block gets a stream spawned from it).
+    """
+
+    def __init__(
+        self, make_block: Callable[[int], BatchedEnv], num_envs: int, num_workers: int
+    ) -> None:
+        super().__init__(num_envs)
+        if num_workers < 1:
+            raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+        sizes = [len(block) for block in np.array_split(np.arange(num_envs), num_workers)]
+        self._bounds = np.cumsum([0, *[size for size in sizes if size]])
+        context = multiprocessing.get_context("spawn")
+        self._connections: list[Connection] = []
+        processes = []
+        for first, last in zip(self._bounds[:-1], self._bounds[1:]):
+            parent, child = context.Pipe()
+            process = context.Process(
+                target=_serve, args=(child, make_block, int(last - first)), daemon=True
+            )
+            process.start()
+            child.close()
+            self._connections.append(parent)
+            processes.append(process)
+        self._finalizer = weakref.finalize(self, _shut_down, self._connections, processes)
+        self.observation_dim, self.action_dim, self.horizon, self.metadata = self._receive()[0]
+
+    @property
+    def num_workers(self) -> int:
+        return len(self._connections)
+
+    def _blocks(self, values: Sequence[Any] | np.ndarray) -> list[Any]:
+        return [values[first:last] for first, last in zip(self._bounds[:-1], self._bounds[1:])]
+
+    def _call(self, method: str, *per_block: Sequence[Any]) -> list[Any]:
+        """Call ``method`` on every block at once, block ``i`` with the ``i``-th of each of
+        ``per_block``; the blocks' results in order."""
+        for index, connection in enumerate(self._connections):
+            connection.send((method, [arguments[index] for arguments in per_block]))
+        return self._receive()
+
+    def _receive(self) -> list[Any]:
+        replies = []
+        for connection in self._connections:
+            try:
+                status, value, alive = connection.recv()
+            except EOFError:
+                raise RuntimeError("an environment worker process died") from None
+            if status == "error":
+                raise RuntimeError(f"an environment worker failed: {value}")
+            replies.append((value, alive))
+        if replies[0][1] is not None:
+            self.alive = np.concatenate([alive for _, alive in replies])
+        return [value for value, _ in replies]
+
+    def _on_tasks_set(self) -> None:
+        self._call("set_tasks", self._blocks(self.tasks))
+
+    def reset(self, rng: np.random.Generator) -> np.ndarray:
+        if not self.tasks:
+            raise RuntimeError("set_tasks must be called before reset")
+        return np.concatenate(self._call("reset", rng.spawn(self.num_workers)))
+
+    def reset_slots(
+        self, slots: np.ndarray, tasks: Sequence[Task], rng: np.random.Generator
+    ) -> np.ndarray:
+        index = np.flatnonzero(slots)
+        if len(tasks) != len(index):
+            raise ValueError(f"expected {len(index)} tasks, got {len(tasks)}")
+        for slot, task in zip(index, tasks):
+            self.tasks[slot] = dict(task)
+        block_slots = self._blocks(slots)
+        block_tasks, first = [], 0
+        for chosen in block_slots:
+            block_tasks.append(list(tasks[first : first + int(chosen.sum())]))
+            first += int(chosen.sum())
+        rngs = rng.spawn(self.num_workers)
+        return np.concatenate(self._call("reset_slots", block_slots, block_tasks, rngs))
+
+    def step(self, action: np.ndarray) -> StepResult:
+        results: list[StepResult] = self._call("step", self._blocks(np.asarray(action)))
+        return StepResult(
+            observation=np.concatenate([r.observation for r in results]),
+            reward=np.concatenate([r.reward for r in results]),
+            terminated=np.concatenate([r.terminated for r in results]),
+            info={key: np.concatenate([r.info[key] for r in results]) for key in results[0].info},
+        )
+
+    def render(self, index: int = 0, size: int = RENDER_SIZE) -> np.ndarray:
+        if not 0 <= index < self.num_envs:
+            raise IndexError(f"slot {index} out of range for {self.num_envs} slots")
+        block = int(np.searchsorted(self._bounds, index, side="right")) - 1
+        self._connections[block].send(("render", [index - int(self._bounds[block]), size]))
+        status, value, _ = self._connections[block].recv()
+        if status == "error":
+            raise RuntimeError(f"an environment worker failed: {value}")
+        frame: np.ndarray = value
+        return frame
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def _serve(connection: Connection, make_block: Callable[[int], BatchedEnv], size: int) -> None:
+    """A worker's loop: build the block, then answer calls until told to close."""
+    try:
+        env = make_block(size)
+        shape = (env.observation_dim, env.action_dim, env.horizon, env.metadata)
+    except Exception as error:  # reported to the parent, which raises it
+        connection.send(("error", f"{type(error).__name__}: {error}", None))
+        return
+    connection.send(("ok", shape, None))
+    while True:
+        try:
+            method, arguments = connection.recv()
+        except EOFError:
+            break
+        if method == "close":
+            env.close()
+            break
+        try:
+            value = getattr(env, method)(*arguments)
+            connection.send(("ok", value, env.alive.copy()))
+        except Exception as error:  # reported to the parent, which raises it
+            connection.send(("error", f"{type(error).__name__}: {error}", None))
+
+
+def _shut_down(connections: list[Connection], processes: list[Any]) -> None:
+    for connection in connections:
+        try:
+            connection.send(("close", []))
+        except (BrokenPipeError, OSError):
+            pass
+    for process in processes:
+        process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
+    for connection in connections:
+        connection.close()
