@@ -14,9 +14,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from metaworld.env_dict import ALL_V3_ENVIRONMENTS
-from metaworld.sawyer_xyz_env import SawyerXYZEnv
-from metaworld.types import Task as MetaWorldTask
 
 from metarl.envs.base import (
     RENDER_SIZE,
@@ -27,7 +24,13 @@ from metarl.envs.base import (
     default_num_threads,
 )
 from metarl.envs.gym_env import FamilyEnv
-from metarl.envs.metaworld_compat import INSTALL_COMMAND, metaworld
+from metarl.envs.metaworld_compat import (  # Meta-World, fixed, or the install hint
+    ALL_V3_ENVIRONMENTS,
+    INSTALL_COMMAND,
+    MetaWorldTask,
+    SawyerXYZEnv,
+    metaworld,
+)
 from metarl.envs.subprocess_env import SubprocessBatchedEnv
 
 MAX_HORIZON = SawyerXYZEnv.max_path_length
@@ -244,7 +247,9 @@ class MetaWorldML10(MetaWorldFamily):
 class MetaWorldBatchedEnv(BatchedEnv):
     """``num_envs`` Meta-World environments stepped one after another in this process; see
     :class:`MetaWorldML1`.  A slot keeps its environment object while its skill stays the same;
-    objects freed by a change of skill are kept for later slots of that skill."""
+    objects freed by a change of skill are kept for later slots of that skill.  A slot that has
+    taken ``horizon`` steps is not stepped again before its reset (Meta-World forbids it): it
+    keeps its observation and gets zero reward."""
 
     observation_dim = 39
     action_dim = 4
@@ -305,7 +310,7 @@ class MetaWorldBatchedEnv(BatchedEnv):
         action = np.clip(action, -1.0, 1.0)
         reward, success = np.zeros(self.num_envs), np.zeros(self.num_envs)
         for slot, env in enumerate(self._live_envs()):
-            if self.alive[slot]:
+            if env.curr_path_length < self.horizon:  # past it, a slot stays as it is
                 observation, reward[slot], _, _, info = env.step(action[slot])
                 self._observation[slot] = observation
                 success[slot] = float(info["success"])

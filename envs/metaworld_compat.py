@@ -25,6 +25,9 @@ PATCHED_VERSION = "3.1.1"
 try:
     import metaworld
     import metaworld.sawyer_xyz_env as sawyer_xyz_env
+    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+    from metaworld.sawyer_xyz_env import SawyerXYZEnv
+    from metaworld.types import Task as MetaWorldTask
 except ImportError as error:
     raise ImportError(f"Meta-World is not installed; install it with: {INSTALL_COMMAND}") from error
 
@@ -52,4 +55,12 @@ def installed_version() -> str:
 if installed_version() == PATCHED_VERSION:
     sawyer_xyz_env.SawyerMocapBase.reset_mocap_welds = reset_mocap_welds  # type: ignore[method-assign,assignment]
 
-__all__ = ["INSTALL_COMMAND", "PATCHED_VERSION", "metaworld", "reset_mocap_welds"]
+__all__ = [
+    "ALL_V3_ENVIRONMENTS",
+    "INSTALL_COMMAND",
+    "PATCHED_VERSION",
+    "MetaWorldTask",
+    "SawyerXYZEnv",
+    "metaworld",
+    "reset_mocap_welds",
+]

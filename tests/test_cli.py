@@ -5,6 +5,7 @@ alone with ``--no-progress``, nothing with ``--quiet``, and an end-of-run summar
 from __future__ import annotations
 
 import inspect
+import re
 import shlex
 import subprocess
 import sys
@@ -63,14 +64,14 @@ def test_list_names_every_family_preset_argument_and_bundled_config(
     out = capsys.readouterr().out
     families, configs = out.split("Bundled configs")
     for name, family in FAMILIES.items():
-        (entry,) = [line for line in families.splitlines() if f" {name}" in line]
+        (entry,) = [line for line in families.splitlines() if re.search(rf" {name}\b", line)]
         physics = "physics" in inspect.signature(family.__init__).parameters
         assert entry.endswith("presets original, gymnasium" if physics else "presets original")
         for argument in inspect.signature(family.__init__).parameters:
             if argument not in ("self", "seed"):
                 assert f"    {argument}: " in families, (name, argument)
     assert [line.split()[0] for line in configs.splitlines()[1:]] == bundled_configs()
-    assert "navigation       Navigation2D (the default)" in configs
+    assert re.search(r"\n  navigation +Navigation2D \(the default\)\n", configs)
 
 
 def train(tmp_path: Path, *flags: str) -> tuple[str, str]:

@@ -19,6 +19,8 @@ TASKS = {
     "AntVel": {"velocity": 0.5},
     "AntDir": {"direction": 1.0},
     "AntGoal": {"goal": [1.0, -2.0]},
+    "MetaWorldML1": {"env": "reach-v3", "rand_vec": [0.0, 0.6, 0.02, 0.1, 0.8, 0.2]},
+    "MetaWorldML10": {"env": "push-v3", "rand_vec": [0.0, 0.6, 0.02, 0.05, 0.8, 0.01]},
 }
 
 
