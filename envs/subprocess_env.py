@@ -10,9 +10,12 @@ process's threads.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
+import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -45,7 +48,8 @@ class SubprocessBatchedEnv(BatchedEnv):
             process = context.Process(
                 target=_serve, args=(child, make_block, int(last - first)), daemon=True
             )
-            process.start()
+            with _single_threaded_children():
+                process.start()
             child.close()
             self._connections.append(parent)
             processes.append(process)
@@ -126,6 +130,27 @@ class SubprocessBatchedEnv(BatchedEnv):
 
     def close(self) -> None:
         self._finalizer()
+
+
+@contextlib.contextmanager
+def _single_threaded_children() -> Iterator[None]:
+    """Processes started meanwhile run their numerical libraries on one thread each: the
+    workers are the parallelism, and idle library threads would take cores from them."""
+    saved = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
+    with _ENVIRON_LOCK:
+        os.environ.update(dict.fromkeys(_THREAD_VARIABLES, "1"))
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+_ENVIRON_LOCK = threading.Lock()
 
 
 def _serve(connection: Connection, make_block: Callable[[int], BatchedEnv], size: int) -> None:

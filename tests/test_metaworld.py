@@ -9,6 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
@@ -165,7 +166,7 @@ def test_a_scripted_reach_succeeds_and_success_counts_once_per_episode() -> None
     env.close()
 
 
-def test_training_and_evaluation_report_success(tmp_path: Path) -> None:
+def test_training_evaluation_and_video(tmp_path: Path) -> None:
     run = tmp_path / "run"
     flags = [
         *("--set", "env.kwargs.horizon=20", "--set", "policy.hidden_sizes=[16]"),
@@ -189,6 +190,10 @@ def test_training_and_evaluation_report_success(tmp_path: Path) -> None:
     train_positions = {tuple(t["rand_vec"]) for t in MetaWorldML1().splits()[0]}
     assert all(tuple(t["rand_vec"]) not in train_positions for t in evaluation["tasks"])
     assert "Success rate" in (run / "evaluation" / "evaluation.md").read_text()
+    video = tmp_path / "adaptation.mp4"
+    assert main(["video", str(run), "--steps", "1", "--size", "48", "--out", str(video)]) == 0
+    frames = iio.imread(video)
+    assert frames.shape[0] == 20 and frames.std() > 10  # one frame per step, not blank
 
 
 @pytest.mark.parametrize(

@@ -116,7 +116,9 @@ class LaneRunner:
         if key not in self._lanes:  # each run of a lane sets its threads (_step_lane)
             self._lanes[key] = [
                 _Lane(
-                    self.family.make_batched_env((last - first) * self.num_trajectories),
+                    self.family.make_batched_env(
+                        (last - first) * self.num_trajectories, self.num_cores
+                    ),
                     first,
                     last,
                 )
