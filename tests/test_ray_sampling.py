@@ -71,6 +71,8 @@ def per_task(policy: GaussianMLPPolicy, num_tasks: int) -> Params:
 def assert_same(a: Episodes, b: Episodes) -> None:
     for field in ("observations", "actions", "rewards", "mask"):
         assert torch.equal(getattr(a, field), getattr(b, field)), field
+    assert (a.success is None) == (b.success is None)
+    assert a.success is None or torch.equal(a.success, b.success)
 
 
 def cpu_ticks(pid: int) -> int:
@@ -85,6 +87,7 @@ def cpu_ticks(pid: int) -> int:
         ("HalfCheetahVel", {"physics": "original", "horizon": 20}),
         ("AntVel", {"physics": "original", "horizon": 10}),  # a probe pass at reset
         ("Navigation2D", {"goal_tolerance": 0.3, "horizon": 30}),  # a lane ends early
+        ("MetaWorldML1", {"horizon": 10}),  # local: in worker processes; success reported
     ],
 )
 def test_ray_batches_are_the_local_sampler_s(
