@@ -20,6 +20,7 @@ TINY = tiny_flags()
 FAMILIES = {
     "navigation": ["--set", "env.kwargs={horizon: 20}"],
     "ant-dir": ["--set", "env.family=AntDir", "--set", "env.kwargs={horizon: 10}"],
+    "metaworld-ml10": ["--set", "env.family=MetaWorldML10", "--set", "env.kwargs={horizon: 10}"],
 }
 
 

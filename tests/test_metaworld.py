@@ -20,6 +20,8 @@ from metarl.cli import main
 from metarl.envs import metaworld_compat
 from metarl.envs.metaworld import MetaWorldBatchedEnv, MetaWorldML1, MetaWorldML10
 from metarl.envs.subprocess_env import SubprocessBatchedEnv
+from metarl.logging import deterministic_fields, read_metrics
+from tests.tiny_runs import tiny_flags
 
 ML10_TRAIN = {
     "reach-v3",
@@ -195,6 +197,16 @@ def test_training_evaluation_and_video(tmp_path: Path) -> None:
     assert main(["video", str(run), "--steps", "1", "--size", "48", "--out", str(video)]) == 0
     frames = iio.imread(video)
     assert frames.shape[0] == 20 and frames.std() > 10  # one frame per step, not blank
+
+
+def test_a_resumed_run_repeats_the_uninterrupted_one(tmp_path: Path) -> None:
+    flags = tiny_flags("env.family=MetaWorldML10", "env.kwargs={horizon: 10}")
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    assert main(["train", "--run-dir", str(whole), "--iterations", "2", *flags]) == 0
+    assert main(["train", "--run-dir", str(resumed), "--iterations", "1", *flags]) == 0
+    assert main(["train", "--resume", str(resumed), "--iterations", "2", "--no-progress"]) == 0
+    records = [[deterministic_fields(r) for r in read_metrics(run)] for run in (whole, resumed)]
+    assert records[0] == records[1] and len(records[0]) == 2
 
 
 @pytest.mark.parametrize(
