@@ -3,19 +3,20 @@ environments step in Python (holding the GIL), such as Meta-World's.
 
 The ``num_envs`` slots are split into contiguous blocks, one per worker; each worker holds a
 batched environment of its block, built by ``make_block(block_size)`` (a picklable callable),
-and the blocks step at the same time.  Workers are started with ``spawn``: they import what
-``make_block`` needs afresh (and so any patch its module applies), never a copy of this
-process's threads.
+and the blocks step at the same time.  Each worker is a fresh interpreter (``python -c``, the
+socket of a ``multiprocessing.Pipe`` inherited): it imports what ``make_block`` needs (and so
+any patch its module applies) and nothing else, never this process's main script nor a copy of
+its threads, and runs its numerical libraries on one thread.
 """
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
-import threading
+import subprocess
+import sys
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -40,18 +41,11 @@ class SubprocessBatchedEnv(BatchedEnv):
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
         sizes = [len(block) for block in np.array_split(np.arange(num_envs), num_workers)]
         self._bounds = np.cumsum([0, *[size for size in sizes if size]])
-        context = multiprocessing.get_context("spawn")
         self._connections: list[Connection] = []
         processes = []
         for first, last in zip(self._bounds[:-1], self._bounds[1:]):
-            parent, child = context.Pipe()
-            process = context.Process(
-                target=_serve, args=(child, make_block, int(last - first)), daemon=True
-            )
-            with _single_threaded_children():
-                process.start()
-            child.close()
-            self._connections.append(parent)
+            connection, process = _start_worker(make_block, int(last - first))
+            self._connections.append(connection)
             processes.append(process)
         self._finalizer = weakref.finalize(self, _shut_down, self._connections, processes)
         self.observation_dim, self.action_dim, self.horizon, self.metadata = self._receive()[0]
@@ -71,15 +65,19 @@ class SubprocessBatchedEnv(BatchedEnv):
         return self._receive()
 
     def _receive(self) -> list[Any]:
-        replies = []
+        """Every worker's reply to the last call, read in full before an error is raised (so
+        that no reply is left for the next call to read)."""
+        replies, errors = [], []
         for connection in self._connections:
             try:
                 status, value, alive = connection.recv()
             except EOFError:
-                raise RuntimeError("an environment worker process died") from None
+                status, value, alive = "error", "its process died", None
             if status == "error":
-                raise RuntimeError(f"an environment worker failed: {value}")
+                errors.append(value)
             replies.append((value, alive))
+        if errors:
+            raise RuntimeError(f"an environment worker failed: {errors[0]}")
         if replies[0][1] is not None:
             self.alive = np.concatenate([alive for _, alive in replies])
         return [value for value, _ in replies]
@@ -132,25 +130,35 @@ class SubprocessBatchedEnv(BatchedEnv):
         self._finalizer()
 
 
-@contextlib.contextmanager
-def _single_threaded_children() -> Iterator[None]:
-    """Processes started meanwhile run their numerical libraries on one thread each: the
-    workers are the parallelism, and idle library threads would take cores from them."""
-    saved = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
-    with _ENVIRON_LOCK:
-        os.environ.update(dict.fromkeys(_THREAD_VARIABLES, "1"))
-        try:
-            yield
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
-
-
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-_ENVIRON_LOCK = threading.Lock()
+_WORKER_CODE = "import sys; from metarl.envs.subprocess_env import serve; serve(int(sys.argv[1]))"
+
+
+def _start_worker(
+    make_block: Callable[[int], BatchedEnv], size: int
+) -> tuple[Connection, subprocess.Popen[bytes]]:
+    """A worker process serving ``make_block(size)``, and this side's end of its connection."""
+    ours, theirs = multiprocessing.Pipe()
+    environment = {**os.environ, **dict.fromkeys(_THREAD_VARIABLES, "1")}
+    process = subprocess.Popen(
+        [sys.executable, "-c", _WORKER_CODE, str(theirs.fileno())],
+        pass_fds=[theirs.fileno()],
+        env=environment,
+    )
+    theirs.close()
+    ours.send((make_block, size))
+    return ours, process
+
+
+def serve(handle: int) -> None:
+    """A worker's life: receive ``make_block`` and the block's size on the connection of file
+    descriptor ``handle``, build the block, then answer calls until told to close."""
+    connection = Connection(handle)
+    try:
+        make_block, size = connection.recv()
+    except EOFError:
+        return
+    _serve(connection, make_block, size)
 
 
 def _serve(connection: Connection, make_block: Callable[[int], BatchedEnv], size: int) -> None:
@@ -177,15 +185,17 @@ def _serve(connection: Connection, make_block: Callable[[int], BatchedEnv], size
             connection.send(("error", f"{type(error).__name__}: {error}", None))
 
 
-def _shut_down(connections: list[Connection], processes: list[Any]) -> None:
+def _shut_down(connections: list[Connection], processes: list[subprocess.Popen[bytes]]) -> None:
     for connection in connections:
         try:
             connection.send(("close", []))
         except (BrokenPipeError, OSError):
             pass
     for process in processes:
-        process.join(timeout=5)
-        if process.is_alive():
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
     for connection in connections:
         connection.close()

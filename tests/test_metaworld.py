@@ -134,6 +134,24 @@ def test_worker_processes_step_as_this_process_does() -> None:
     workers.close()
 
 
+def test_workers_never_run_the_main_script(tmp_path: Path) -> None:
+    """A script without a ``__main__`` guard: its workers import what they need, not it."""
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from metarl.envs.metaworld import MetaWorldML1\n"
+        "print('script ran')\n"
+        "family = MetaWorldML1(seed=0, horizon=3)\n"
+        "env = family.make_batched_env(2, num_threads=2)\n"
+        "env.set_tasks(family.sample_tasks(2))\n"
+        "env.reset(np.random.default_rng(0))\n"
+        "print(env.step(np.zeros((2, 4))).reward.shape)\n"
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "script ran\n(2,)\n"
+
+
 @pytest.mark.filterwarnings("ignore:Constant\\(s\\) may be too high")  # the script's own gains
 def test_a_scripted_reach_succeeds_and_success_counts_once_per_episode() -> None:
     from metaworld.policies import SawyerReachV3Policy
