@@ -86,19 +86,23 @@ class MetaWorldFamily(TaskFamily):
         self.horizon = horizon
 
     def splits(self) -> tuple[list[Task], list[Task]]:
-        """The benchmark's train and test tasks (built on first use: seconds)."""
+        """Copies of the benchmark's train and test tasks (built on first use: seconds)."""
+        train, test = self._splits()
+        return [_copy(task) for task in train], [_copy(task) for task in test]
+
+    def _splits(self) -> tuple[list[Task], list[Task]]:
         raise NotImplementedError
 
     def sample_tasks(self, num_tasks: int, rng: np.random.Generator | None = None) -> list[Task]:
-        return _draw_evenly(self.splits()[0], num_tasks, self.rng if rng is None else rng)
+        return _draw_evenly(self._splits()[0], num_tasks, self.rng if rng is None else rng)
 
     def sample_test_tasks(
         self, num_tasks: int, rng: np.random.Generator | None = None
     ) -> list[Task]:
-        return _draw_evenly(self.splits()[1], num_tasks, self.rng if rng is None else rng)
+        return _draw_evenly(self._splits()[1], num_tasks, self.rng if rng is None else rng)
 
     def check_task(self, task: Any) -> Task:
-        train, test = self.splits()
+        train, test = self._splits()
         lengths = {t["env"]: len(t["rand_vec"]) for t in [*train, *test]}
         if not isinstance(task, dict) or sorted(task) != ["env", "rand_vec"]:
             raise ValueError(f"a {self.name} task is a dict with keys env, rand_vec, got {task!r}")
@@ -116,7 +120,9 @@ class MetaWorldFamily(TaskFamily):
         return {"env": task["env"], "rand_vec": rand_vec.tolist()}
 
     def describe_task(self, task: Task) -> str:
-        return f"{task['env']}, goal ({', '.join(f'{v:+.2f}' for v in task['rand_vec'][-3:])})"
+        """The skill and its random vector (object and goal positions; their layout depends on
+        the skill)."""
+        return f"{task['env']} ({', '.join(f'{v:+.2f}' for v in task['rand_vec'])})"
 
     def make_batched_env(self, num_envs: int, num_threads: int | None = None) -> BatchedEnv:
         """Stepped in ``num_threads`` worker processes (``None``: one per core; one: in this
@@ -129,6 +135,9 @@ class MetaWorldFamily(TaskFamily):
 
 
 def _draw_evenly(split: Sequence[Task], num_tasks: int, rng: np.random.Generator) -> list[Task]:
+    """``num_tasks`` tasks of ``split``: each skill's share (equal, the remainder to skills
+    picked at random) drawn without replacement, again from the start once a skill's tasks are
+    used up; returned in random order."""
     by_env: dict[str, list[Task]] = {}
     for task in split:
         by_env.setdefault(task["env"], []).append(task)
@@ -138,9 +147,15 @@ def _draw_evenly(split: Sequence[Task], num_tasks: int, rng: np.random.Generator
     drawn = []
     for name, count in zip(names, counts):
         pool = by_env[name]
-        for index in rng.choice(len(pool), int(count), replace=count > len(pool)):
-            drawn.append(dict(pool[index]))
-    return drawn
+        rounds = -(-int(count) // len(pool))
+        order = np.concatenate([[], *(rng.permutation(len(pool)) for _ in range(rounds))])
+        order = order[:count].astype(int)
+        drawn += [_copy(pool[index]) for index in order]
+    return [drawn[index] for index in rng.permutation(len(drawn))]
+
+
+def _copy(task: Task) -> Task:
+    return {"env": task["env"], "rand_vec": list(task["rand_vec"])}
 
 
 class MetaWorldML1(MetaWorldFamily):
@@ -150,7 +165,9 @@ class MetaWorldML1(MetaWorldFamily):
     A simulated Sawyer arm on a table must perform ``env_name`` (``reach-v3``, ``push-v3``,
     ``pick-place-v3``, any of Meta-World's 50 V3 skills).  A task fixes the positions of the
     objects and of the goal, which the policy does not observe.  The benchmark has 50 train
-    tasks and 50 test tasks (positions drawn with ``benchmark_seed`` and ``benchmark_seed + 1``).
+    tasks and 50 test tasks, positions drawn with ``benchmark_seed`` and ``benchmark_seed + 1``
+    (Meta-World's rule: the test tasks of seed s are the train tasks of seed s + 1, so runs
+    meant to be independent take seeds that differ by at least 2).
 
     ## Task distribution
     ``{"env": env_name, "rand_vec": [...]}``: Meta-World's random vector of the task (object
@@ -202,7 +219,7 @@ class MetaWorldML1(MetaWorldFamily):
             raise ValueError(f"env_name must be a Meta-World V3 skill{hint}, got {env_name!r}")
         self.env_name = env_name
 
-    def splits(self) -> tuple[list[Task], list[Task]]:
+    def _splits(self) -> tuple[list[Task], list[Task]]:
         return benchmark_splits("ML1", self.env_name, self.benchmark_seed)
 
 
@@ -240,7 +257,7 @@ class MetaWorldML10(MetaWorldFamily):
     ) -> None:
         super().__init__(seed, benchmark_seed, horizon)
 
-    def splits(self) -> tuple[list[Task], list[Task]]:
+    def _splits(self) -> tuple[list[Task], list[Task]]:
         return benchmark_splits("ML10", "", self.benchmark_seed)
 
 
@@ -259,23 +276,23 @@ class MetaWorldBatchedEnv(BatchedEnv):
         super().__init__(num_envs)
         self.horizon = horizon
         self._envs: list[SawyerXYZEnv | None] = [None] * num_envs
-        self._tasks_set: list[Task | None] = [None] * num_envs
+        self._slot_tasks: list[Task | None] = [None] * num_envs
         self._spare: dict[str, list[SawyerXYZEnv]] = {}
         self._observation = np.zeros((num_envs, self.observation_dim))
         self._renderers: dict[tuple[int, int], Any] = {}
 
     def _on_tasks_set(self) -> None:
         for slot, task in enumerate(self.tasks):
-            if self._tasks_set[slot] == task:
+            old, env = self._slot_tasks[slot], self._envs[slot]
+            if old == task:
                 continue
-            env = self._envs[slot]
-            if env is None or self._tasks_set[slot]["env"] != task["env"]:  # type: ignore[index]
-                if env is not None:
-                    self._spare.setdefault(self._tasks_set[slot]["env"], []).append(env)  # type: ignore[index]
+            if env is None or old is None or old["env"] != task["env"]:
+                if env is not None and old is not None:
+                    self._spare.setdefault(old["env"], []).append(env)
                 env = self._spare_or_new(task["env"])
                 self._envs[slot] = env
             env.set_task(metaworld_task(task))
-            self._tasks_set[slot] = dict(task)
+            self._slot_tasks[slot] = dict(task)
 
     def _spare_or_new(self, name: str) -> SawyerXYZEnv:
         if self._spare.get(name):
@@ -284,13 +301,13 @@ class MetaWorldBatchedEnv(BatchedEnv):
         env.max_path_length = self.horizon
         return env
 
-    def _live_envs(self) -> list[SawyerXYZEnv]:
+    def _slot_envs(self) -> list[SawyerXYZEnv]:
         if not self.tasks:
             raise RuntimeError("set_tasks must be called before reset")
         return self._envs  # type: ignore[return-value]
 
     def reset(self, rng: np.random.Generator) -> np.ndarray:
-        for slot, env in enumerate(self._live_envs()):
+        for slot, env in enumerate(self._slot_envs()):
             self._observation[slot] = env.reset()[0]
         self.alive[:] = True
         return self._observation.copy()
@@ -298,9 +315,8 @@ class MetaWorldBatchedEnv(BatchedEnv):
     def reset_slots(
         self, slots: np.ndarray, tasks: Sequence[Task], rng: np.random.Generator
     ) -> np.ndarray:
-        envs = self._live_envs() if self.tasks else None
         index = self._assign_tasks(slots, tasks)
-        envs = self._live_envs()
+        envs = self._slot_envs()
         for slot in index:
             self._observation[slot] = envs[slot].reset()[0]
         self.alive[index] = True
@@ -309,7 +325,7 @@ class MetaWorldBatchedEnv(BatchedEnv):
     def step(self, action: np.ndarray) -> StepResult:
         action = np.clip(action, -1.0, 1.0)
         reward, success = np.zeros(self.num_envs), np.zeros(self.num_envs)
-        for slot, env in enumerate(self._live_envs()):
+        for slot, env in enumerate(self._slot_envs()):
             if env.curr_path_length < self.horizon:  # past it, a slot stays as it is
                 observation, reward[slot], _, _, info = env.step(action[slot])
                 self._observation[slot] = observation
@@ -320,7 +336,7 @@ class MetaWorldBatchedEnv(BatchedEnv):
     def render(self, index: int = 0, size: int = RENDER_SIZE) -> np.ndarray:
         from metarl.envs.mujoco_core import offscreen_renderer
 
-        env = self._live_envs()[index]
+        env = self._slot_envs()[index]
         key = (id(env.model), size)
         if key not in self._renderers:
             self._renderers[key] = offscreen_renderer(env.model, size)

@@ -12,6 +12,7 @@ makes ``mj_setConst`` overwrite the weld's relative pose).  :func:`reset_mocap_w
 from __future__ import annotations
 
 import importlib.metadata
+import warnings
 from typing import Any
 
 import mujoco
@@ -54,6 +55,12 @@ def installed_version() -> str:
 
 if installed_version() == PATCHED_VERSION:
     sawyer_xyz_env.SawyerMocapBase.reset_mocap_welds = reset_mocap_welds  # type: ignore[method-assign,assignment]
+else:
+    warnings.warn(
+        f"Meta-World {installed_version()} is installed; metarl's fix for current MuJoCo was "
+        f"written for {PATCHED_VERSION} and is not applied",
+        stacklevel=2,
+    )
 
 __all__ = [
     "ALL_V3_ENVIRONMENTS",

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
+import traceback
 import weakref
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
@@ -30,7 +32,9 @@ class SubprocessBatchedEnv(BatchedEnv):
     environment ``make_block(size)`` of its contiguous block of slots.
 
     It behaves as one batched environment of ``make_block(num_envs)`` would, slot for slot, for
-    families whose resets draw nothing from ``rng`` (each block gets a stream spawned from it).
+    families whose resets draw nothing from ``rng`` (each block resets with a generator seeded
+    by a draw from it).  Once a worker has failed or died, every later call raises: build a new
+    environment.
     """
 
     def __init__(
@@ -48,10 +52,13 @@ class SubprocessBatchedEnv(BatchedEnv):
             self._connections.append(connection)
             processes.append(process)
         self._finalizer = weakref.finalize(self, _shut_down, self._connections, processes)
-        self.observation_dim, self.action_dim, self.horizon, self.metadata = self._receive()[0]
+        self._failure: str | None = None
+        every = range(len(self._connections))
+        self.observation_dim, self.action_dim, self.horizon, self.metadata = self._receive(every)[0]
 
     @property
     def num_workers(self) -> int:
+        """The worker processes (one per block of slots)."""
         return len(self._connections)
 
     def _blocks(self, values: Sequence[Any] | np.ndarray) -> list[Any]:
@@ -60,25 +67,44 @@ class SubprocessBatchedEnv(BatchedEnv):
     def _call(self, method: str, *per_block: Sequence[Any]) -> list[Any]:
         """Call ``method`` on every block at once, block ``i`` with the ``i``-th of each of
         ``per_block``; the blocks' results in order."""
-        for index, connection in enumerate(self._connections):
-            connection.send((method, [arguments[index] for arguments in per_block]))
-        return self._receive()
+        calls = {
+            i: (method, [arguments[i] for arguments in per_block])
+            for i in range(len(self._connections))
+        }
+        return self._exchange(calls)
 
-    def _receive(self) -> list[Any]:
-        """Every worker's reply to the last call, read in full before an error is raised (so
-        that no reply is left for the next call to read)."""
-        replies, errors = [], []
-        for connection in self._connections:
+    def _exchange(self, calls: dict[int, tuple[str, list[Any]]]) -> list[Any]:
+        """Send each worker of ``calls`` its call, then read every reply."""
+        if self._failure is not None:
+            raise RuntimeError(f"an environment worker failed earlier ({self._failure})")
+        sent = []
+        for block, call in calls.items():
             try:
-                status, value, alive = connection.recv()
-            except EOFError:
+                self._connections[block].send(call)
+            except OSError:  # its process is gone
+                self._failure = "its process died"
+                break
+            sent.append(block)
+        replies = self._receive(sent)
+        if self._failure is not None:
+            raise RuntimeError(f"an environment worker failed: {self._failure}")
+        return replies
+
+    def _receive(self, blocks: Sequence[int]) -> list[Any]:
+        """The replies of the workers of ``blocks``, every one read before an error is raised
+        (no reply may be left for a later call to read)."""
+        replies = []
+        for block in blocks:
+            try:
+                status, value, alive = self._connections[block].recv()
+            except (EOFError, OSError):
                 status, value, alive = "error", "its process died", None
             if status == "error":
-                errors.append(value)
+                self._failure = self._failure or value
             replies.append((value, alive))
-        if errors:
-            raise RuntimeError(f"an environment worker failed: {errors[0]}")
-        if replies[0][1] is not None:
+        if self._failure is not None:
+            raise RuntimeError(f"an environment worker failed: {self._failure}")
+        if len(replies) == self.num_workers and replies[0][1] is not None:
             self.alive = np.concatenate([alive for _, alive in replies])
         return [value for value, _ in replies]
 
@@ -88,11 +114,17 @@ class SubprocessBatchedEnv(BatchedEnv):
     def reset(self, rng: np.random.Generator) -> np.ndarray:
         if not self.tasks:
             raise RuntimeError("set_tasks must be called before reset")
-        return np.concatenate(self._call("reset", rng.spawn(self.num_workers)))
+        return np.concatenate(self._call("reset", self._block_generators(rng)))
+
+    def _block_generators(self, rng: np.random.Generator) -> list[np.random.Generator]:
+        """One generator per block, seeded by draws from ``rng`` (whose state then holds them)."""
+        return [np.random.default_rng(seed) for seed in rng.integers(2**63, size=self.num_workers)]
 
     def reset_slots(
         self, slots: np.ndarray, tasks: Sequence[Task], rng: np.random.Generator
     ) -> np.ndarray:
+        if not self.tasks:
+            raise RuntimeError("set_tasks must be called before reset_slots")
         index = np.flatnonzero(slots)
         if len(tasks) != len(index):
             raise ValueError(f"expected {len(index)} tasks, got {len(tasks)}")
@@ -103,7 +135,7 @@ class SubprocessBatchedEnv(BatchedEnv):
         for chosen in block_slots:
             block_tasks.append(list(tasks[first : first + int(chosen.sum())]))
             first += int(chosen.sum())
-        rngs = rng.spawn(self.num_workers)
+        rngs = self._block_generators(rng)
         return np.concatenate(self._call("reset_slots", block_slots, block_tasks, rngs))
 
     def step(self, action: np.ndarray) -> StepResult:
@@ -119,12 +151,8 @@ class SubprocessBatchedEnv(BatchedEnv):
         if not 0 <= index < self.num_envs:
             raise IndexError(f"slot {index} out of range for {self.num_envs} slots")
         block = int(np.searchsorted(self._bounds, index, side="right")) - 1
-        self._connections[block].send(("render", [index - int(self._bounds[block]), size]))
-        status, value, _ = self._connections[block].recv()
-        if status == "error":
-            raise RuntimeError(f"an environment worker failed: {value}")
-        frame: np.ndarray = value
-        return frame
+        (frame,) = self._exchange({block: ("render", [index - int(self._bounds[block]), size])})
+        return np.asarray(frame)
 
     def close(self) -> None:
         self._finalizer()
@@ -153,6 +181,7 @@ def _start_worker(
 def serve(handle: int) -> None:
     """A worker's life: receive ``make_block`` and the block's size on the connection of file
     descriptor ``handle``, build the block, then answer calls until told to close."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     connection = Connection(handle)
     try:
         make_block, size = connection.recv()
@@ -162,11 +191,13 @@ def serve(handle: int) -> None:
 
 
 def _serve(connection: Connection, make_block: Callable[[int], BatchedEnv], size: int) -> None:
-    """A worker's loop: build the block, then answer calls until told to close."""
+    """A worker's loop: build the block, then answer calls until told to close (errors go back
+    as one line, their traceback to this process's stderr)."""
     try:
         env = make_block(size)
         shape = (env.observation_dim, env.action_dim, env.horizon, env.metadata)
     except Exception as error:  # reported to the parent, which raises it
+        traceback.print_exc()
         connection.send(("error", f"{type(error).__name__}: {error}", None))
         return
     connection.send(("ok", shape, None))
@@ -182,6 +213,7 @@ def _serve(connection: Connection, make_block: Callable[[int], BatchedEnv], size
             value = getattr(env, method)(*arguments)
             connection.send(("ok", value, env.alive.copy()))
         except Exception as error:  # reported to the parent, which raises it
+            traceback.print_exc()
             connection.send(("error", f"{type(error).__name__}: {error}", None))
 
 

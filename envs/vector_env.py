@@ -29,10 +29,11 @@ class TaskVectorEnv(gym.vector.VectorEnv):
     :class:`~metarl.envs.gym_env.TaskEnv` does: ``reset(seed=s)`` seeds sub-environment ``i``
     with ``s + i`` and draws its task from that generator, unless tasks were set explicitly
     (``task=`` for all, or ``reset(options={"tasks": [...]})``, one each); an unseeded reset keeps
-    the tasks.  Episodes end by termination or after ``max_episode_steps`` (default: the family's
-    horizon) and restart with gymnasium 1.x's next-step autoreset: the step after an episode's
-    end returns the new episode's first observation, zero reward and ``False`` flags, ignoring
-    that sub-environment's action.  ``info`` holds each reward term and ``task``, each with its
+    the tasks.  Episodes end by termination or after ``max_episode_steps`` steps, or the family's
+    horizon if sooner (as the single-task environment truncates there), and restart with
+    gymnasium 1.x's next-step autoreset: the step after an episode's end returns the new
+    episode's first observation, zero reward and ``False`` flags, ignoring that
+    sub-environment's action.  ``info`` holds each reward term and ``task``, each with its
     ``_key`` mask, as gymnasium's own vector environments group them.
     """
 
@@ -49,7 +50,7 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         self.num_envs = num_envs
         if max_episode_steps is not None and max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps!r}")
-        self.max_episode_steps = max_episode_steps or self.env.horizon
+        self.max_episode_steps = min(max_episode_steps or self.env.horizon, self.env.horizon)
         self.render_mode = family.check_render_mode(render_mode)
         self.metadata = {
             "render_modes": list(family.render_modes),

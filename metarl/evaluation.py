@@ -139,11 +139,14 @@ def adapt_to_tasks(
     agent = PolicyGradientAdaptation(policy, config.algorithm)
     params: Params = policy.meta_parameters()
     steps = []
-    for step_size in [*settings.step_sizes(config), None]:
-        episodes = sampler.sample(tasks, policy, params)
-        steps.append((params, episodes))
-        if step_size is not None:
-            params = agent.inner_step(params, agent.prepare(episodes), step_size)
+    try:
+        for step_size in [*settings.step_sizes(config), None]:
+            episodes = sampler.sample(tasks, policy, params)
+            steps.append((params, episodes))
+            if step_size is not None:
+                params = agent.inner_step(params, agent.prepare(episodes), step_size)
+    finally:
+        sampler.close()  # its environments' worker processes, where it has any
     return Adaptation(family, tasks, steps)
 
 

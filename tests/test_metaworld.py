@@ -9,6 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import gymnasium as gym
 import imageio.v3 as iio
 import numpy as np
 import pytest
@@ -132,6 +133,26 @@ def test_worker_processes_step_as_this_process_does() -> None:
     np.testing.assert_array_equal(local.render(3, 64), workers.render(3, 64))
     local.close()
     workers.close()
+
+
+def test_after_a_worker_fails_every_call_raises() -> None:
+    family = MetaWorldML1(seed=0, horizon=5)
+    env = family.make_batched_env(4, num_threads=2)
+    env.set_tasks(family.sample_tasks(4))
+    env.reset(np.random.default_rng(0))
+    with pytest.raises(RuntimeError, match="Actions should be size 4"):
+        env.step(np.zeros((4, 3)))
+    with pytest.raises(RuntimeError, match="failed earlier"):  # never another call's replies
+        env.step(np.zeros((4, 4)))
+    env.close()
+
+
+def test_vector_episodes_end_at_the_horizon_whatever_max_episode_steps() -> None:
+    env = gym.make_vec("metarl/MetaWorldML1-v0", num_envs=2, horizon=5, max_episode_steps=8)
+    env.reset(seed=0)
+    truncated = [env.step(np.zeros((2, 4)))[3].tolist() for _ in range(7)]
+    assert truncated == [[False] * 2] * 4 + [[True] * 2] + [[False] * 2] * 2
+    env.close()
 
 
 def test_workers_never_run_the_main_script(tmp_path: Path) -> None:

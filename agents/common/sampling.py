@@ -114,17 +114,26 @@ class LaneRunner:
         """The lanes of the task ranges ``bounds`` (``first:last`` each, in task order)."""
         key = tuple(bounds)
         if key not in self._lanes:  # each run of a lane sets its threads (_step_lane)
+            cores = max(1, (self.num_cores or default_num_threads()) // len(key))
             self._lanes[key] = [
                 _Lane(
-                    self.family.make_batched_env(
-                        (last - first) * self.num_trajectories, self.num_cores
-                    ),
+                    self.family.make_batched_env((last - first) * self.num_trajectories, cores),
                     first,
                     last,
                 )
                 for first, last in key
             ]
         return self._lanes[key]
+
+    def close(self) -> None:
+        """Release the lanes' environments (worker processes, renderers) and threads."""
+        for lanes in self._lanes.values():
+            for lane in lanes:
+                lane.env.close()
+        self._lanes.clear()
+        if self._executor is not None:
+            self._executor.shutdown()
+            self._executor = None
 
     def reset(
         self, lanes: Sequence[_Lane], tasks: Sequence[Task], rng: np.random.Generator
@@ -226,6 +235,10 @@ class BatchSampler:
         ``[horizon, num_tasks, num_trajectories, action_dim]``, drawn up front."""
         shape = (env.horizon, num_tasks, self.num_trajectories, env.action_dim)
         return torch.randn(shape, generator=self.action_generator)
+
+    def close(self) -> None:
+        """Release the environments' resources (Meta-World's worker processes)."""
+        self.runner.close()
 
     def state_dict(self) -> dict[str, Any]:
         """The sampler's random streams, for exact resume."""
