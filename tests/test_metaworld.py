@@ -291,3 +291,10 @@ def test_without_metaworld_one_line_names_the_install_command(tmp_path: Path) ->
     assert result.stderr.count("\n") == 1
     assert "env.family" in result.stderr and metaworld_compat.INSTALL_COMMAND in result.stderr
     assert not (tmp_path / "run").exists()
+    listing = (
+        "import sys; sys.modules['metaworld'] = None\nfrom metarl.cli import main\nmain(['list'])"
+    )
+    listed = subprocess.run([sys.executable, "-c", listing], capture_output=True, text=True)
+    assert listed.returncode == 0 and "  ant_vel " in listed.stdout  # the rest is listed
+    hint = f"Meta-World is not installed; install it with: {metaworld_compat.INSTALL_COMMAND}"
+    assert f"  MetaWorldML1, MetaWorldML10: {hint}\n" in listed.stdout
