@@ -1,6 +1,7 @@
 """Learning curves: the return before and after adaptation against meta-iterations and
-environment steps, for one run or several (runs with the same config but for the seed are drawn
-as their mean, shaded from the lowest to the highest run)."""
+environment steps (and the success rate, for families that report success), for one run or
+several (runs with the same config but for the seed are drawn as their mean, shaded from the
+lowest to the highest run)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ class RunCurve:
     env_steps: np.ndarray
     return_pre: np.ndarray
     return_post: np.ndarray
+    success_pre: np.ndarray  # all NaN for families that report no success
+    success_post: np.ndarray
 
 
 def read_run(run_dir: Path) -> RunCurve:
@@ -46,7 +49,8 @@ def read_run(run_dir: Path) -> RunCurve:
     train = {k: v for k, v in config["train"].items() if k not in PER_RUN_KEYS}
 
     def column(key: str) -> np.ndarray:
-        return np.array([np.nan if r[key] is None else r[key] for r in records], dtype=float)
+        values = [r.get(key) for r in records]
+        return np.array([np.nan if v is None else v for v in values], dtype=float)
 
     return RunCurve(
         name=run_dir.resolve().name,
@@ -55,6 +59,8 @@ def read_run(run_dir: Path) -> RunCurve:
         env_steps=column("env_steps"),
         return_pre=column("return_pre"),
         return_post=column("return_post"),
+        success_pre=column("success_pre"),
+        success_post=column("success_post"),
     )
 
 
@@ -105,7 +111,8 @@ class GroupCurve:
 
 
 def group_curve(group: Sequence[RunCurve], key: str, smooth: int = 1) -> GroupCurve:
-    """``key`` (``return_pre`` or ``return_post``) of ``group``, each run smoothed first."""
+    """``key`` (``return_pre``, ``return_post``, ``success_pre`` or ``success_post``) of
+    ``group``, each run smoothed first."""
     length = min(len(run.return_post) for run in group)
     values = np.array([moving_average(getattr(run, key)[:length], smooth) for run in group])
     return GroupCurve(
@@ -119,28 +126,34 @@ def group_curve(group: Sequence[RunCurve], key: str, smooth: int = 1) -> GroupCu
 
 def plot_learning_curves(runs: Sequence[RunCurve], path: Path, smooth: int = 1) -> None:
     """Return before (dashed) and after (solid) adaptation against meta-iterations (left) and
-    environment steps (right); a group of runs is drawn as its mean, shaded between its lowest
-    and highest run (PNG, Agg backend)."""
+    environment steps (right), and below it the success rate where runs report one; a group of
+    runs is drawn as its mean, shaded between its lowest and highest run (PNG, Agg backend)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(10, 3.8), dpi=110)
+    quantities = ["return"]
+    if any(not np.isnan(run.success_post).all() for run in runs):
+        quantities.append("success")
+    figure = Figure(figsize=(10, 3.8 * len(quantities)), dpi=110)
     FigureCanvasAgg(figure)
-    by_iteration, by_steps = figure.subplots(1, 2, sharey=True)
-    for index, group in enumerate(group_runs(runs)):
-        for key, style in (("return_pre", "--"), ("return_post", "-")):
-            curve = group_curve(group, key, smooth)
-            label = f"{group_label(group)}: {key.removeprefix('return_')}-update"
-            for axes, x in ((by_iteration, curve.iterations), (by_steps, curve.env_steps)):
-                axes.plot(x, curve.mean, style, color=f"C{index}", label=label, linewidth=1.2)
-                if len(group) > 1:
-                    axes.fill_between(x, curve.low, curve.high, color=f"C{index}", alpha=0.15)
-    by_iteration.set_xlabel("meta-iteration")
-    by_steps.set_xlabel("environment steps")
-    by_iteration.set_ylabel("average return" + (f" (mean of last {smooth})" if smooth > 1 else ""))
-    for axes in (by_iteration, by_steps):
-        axes.grid(alpha=0.3)
-    by_iteration.legend(fontsize=7)
+    rows = figure.subplots(len(quantities), 2, sharey="row", squeeze=False)
+    averaged = f" (mean of last {smooth})" if smooth > 1 else ""
+    for (by_iteration, by_steps), quantity in zip(rows, quantities):
+        for index, group in enumerate(group_runs(runs)):
+            for when, style in (("pre", "--"), ("post", "-")):
+                curve = group_curve(group, f"{quantity}_{when}", smooth)
+                label = f"{group_label(group)}: {when}-update"
+                for axes, x in ((by_iteration, curve.iterations), (by_steps, curve.env_steps)):
+                    axes.plot(x, curve.mean, style, color=f"C{index}", label=label, linewidth=1.2)
+                    if len(group) > 1:
+                        axes.fill_between(x, curve.low, curve.high, color=f"C{index}", alpha=0.15)
+        by_iteration.set_xlabel("meta-iteration")
+        by_steps.set_xlabel("environment steps")
+        name = "average return" if quantity == "return" else "success rate"
+        by_iteration.set_ylabel(name + averaged)
+        for axes in (by_iteration, by_steps):
+            axes.grid(alpha=0.3)
+        by_iteration.legend(fontsize=7)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)

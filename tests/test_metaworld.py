@@ -232,6 +232,7 @@ def test_training_evaluation_and_video(tmp_path: Path) -> None:
     train_positions = {tuple(t["rand_vec"]) for t in MetaWorldML1().splits()[0]}
     assert all(tuple(t["rand_vec"]) not in train_positions for t in evaluation["tasks"])
     assert "Success rate" in (run / "evaluation" / "evaluation.md").read_text()
+    assert iio.imread(run / "learning_curve.png").shape[0] > 800  # returns, then success rates
     video = tmp_path / "adaptation.mp4"
     assert main(["video", str(run), "--steps", "1", "--size", "48", "--out", str(video)]) == 0
     frames = iio.imread(video)

@@ -34,7 +34,7 @@ def test_moving_average_by_hand() -> None:
 
 def test_train_leaves_a_learning_curve(runs: dict[str, Path]) -> None:
     image = imageio.imread(runs["seed-1"] / "learning_curve.png")
-    assert image.shape[0] > 300 and image.shape[1] > 800
+    assert 300 < image.shape[0] < 600 and image.shape[1] > 800  # returns only: no success rate
 
 
 def test_seeds_of_one_config_are_one_curve(runs: dict[str, Path]) -> None:
