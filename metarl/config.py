@@ -249,10 +249,11 @@ def _suggest(name: str, candidates: list[str]) -> str:
 
 
 def resolve_config_path(value: str | None) -> Path:
-    """A path to a YAML file, or the name of a bundled config (``navigation``)."""
+    """A path to a YAML file, or the name of a bundled config (``navigation``; a folder of that
+    name, such as a runs folder, does not hide it)."""
     name = value or DEFAULT_CONFIG
     path = Path(name)
-    if path.exists() or path.suffix in (".yaml", ".yml") or "/" in name:
+    if path.is_file() or path.suffix in (".yaml", ".yml") or "/" in name:
         return path
     if name in bundled_configs():
         return bundled_config_path(name)

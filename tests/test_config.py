@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from metarl.config import Config, ConfigError, bundled_configs, load_config, resolve_config_path
+from metarl.config import (
+    Config,
+    ConfigError,
+    bundled_config_path,
+    bundled_configs,
+    load_config,
+    resolve_config_path,
+)
 
 BAD_OVERRIDES = {
     "unknown-key": (
@@ -118,3 +125,13 @@ def test_locomotion_configs_are_the_original_hyperparameters(name: str, trajecto
     assert (algorithm.inner_lr, algorithm.max_kl, config.train.num_iterations) == (0.1, 0.01, 500)
     assert config.policy.hidden_sizes == [100, 100] and config.policy.nonlinearity == "relu"
     assert config.env.kwargs["physics"] == "original" and not algorithm.first_order
+
+
+def test_a_folder_named_like_a_bundled_config_does_not_hide_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "ant_vel").mkdir()  # e.g. the runs of `metarl reproduce ant_vel`
+    monkeypatch.chdir(tmp_path)
+    assert resolve_config_path("ant_vel") == bundled_config_path("ant_vel")
+    (tmp_path / "mine").write_text("train: {seed: 3}\n")
+    assert resolve_config_path("mine") == Path("mine")  # a file of that name is the config
