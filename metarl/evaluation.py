@@ -192,25 +192,26 @@ class Evaluation:
 
     @property
     def mean(self) -> list[float]:
-        return [float(np.mean(r)) for r in self.returns]
+        return self.curve().mean
 
     @property
     def stderr(self) -> list[float]:
         """Standard error over tasks: sample std (ddof 1) / √N; 0 for a single task."""
-        return [standard_error(r) for r in self.returns]
+        return self.curve().stderr
 
     def curve(self) -> Curve:
-        label = self.label if self.method == "maml" else f"{self.label} ({self.method})"
-        return Curve(label, self.preset, self.mean, self.stderr)
+        """Mean ± standard error over tasks of the return after 0..K steps."""
+        return self._over_tasks(self.returns)
 
     def success_curve(self) -> Curve | None:
         """Mean ± standard error over tasks of the success rate after 0..K steps (families that
         report success)."""
-        if self.success is None:
-            return None
-        label = self.curve().label
-        means = [float(np.mean(rates)) for rates in self.success]
-        return Curve(label, self.preset, means, [standard_error(r) for r in self.success])
+        return None if self.success is None else self._over_tasks(self.success)
+
+    def _over_tasks(self, per_step: list[list[float]]) -> Curve:
+        label = self.label if self.method == "maml" else f"{self.label} ({self.method})"
+        means = [float(np.mean(values)) for values in per_step]
+        return Curve(label, self.preset, means, [standard_error(v) for v in per_step])
 
     def to_dict(self) -> dict[str, Any]:
         data = {**asdict(self), "steps": self.steps, "mean": self.mean, "stderr": self.stderr}

@@ -33,8 +33,8 @@ def describe_families() -> str:
     for name in FAMILY_MODULES:
         try:
             family = family_class(name)
-        except ValueError as error:  # an optional dependency is missing: say which
-            groups.setdefault((str(error).split(": ", 1)[-1],), []).append(name)
+        except ValueError as error:  # an optional dependency is missing: its install hint
+            groups.setdefault((str(error.__cause__ or error),), []).append(name)
             continue
         arguments = [f"{p.name}: {p.annotation} = {p.default!r}" for p in family_arguments(family)]
         key = (f"presets {', '.join(presets(family))}", *arguments)
