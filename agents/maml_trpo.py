@@ -43,6 +43,7 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     field_validator,
+    model_validator,
 )
 from torch import Tensor
 
@@ -121,6 +122,16 @@ class MAMLTRPOConfig(AdaptationConfig):
     # exact Hessian-vector products of the meta-KL: per-task Jacobian products (fast) or
     # double backpropagation through the inner update (the straightforward reference)
     hessian_method: Literal["jacobian", "double_backprop"] = "jacobian"
+    # fraction of each task's samples the conjugate gradient's curvature products use (as
+    # rllab's subsample_factor); 1: all of them, exact.  The meta-gradient, the adapted
+    # parameters and the line search's KL check always use every sample.
+    cg_subsample: float = Field(1.0, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _subsample_needs_jacobian(self) -> MAMLTRPOConfig:
+        if self.cg_subsample < 1 and self.hessian_method != "jacobian":
+            raise ValueError("cg_subsample below 1 needs hessian_method 'jacobian'")
+        return self
 
 
 ConfigT = TypeVar("ConfigT", bound=AdaptationConfig)
@@ -263,10 +274,15 @@ class PolicyGradientAdaptation(Generic[ConfigT]):
     ) -> GaussianLogLikelihood:
         """``scale · Σ_k mean_t,m[A log π_k(a|s)]`` over the live ``samples`` at per-task
         ``params`` (scale -1: the inner losses), with its exact derivatives."""
-        weights, biases, log_std = split_parameters(params)
-        network = MeanNetwork(weights, biases, samples.observations, self.policy.nonlinearity)
+        network = self.mean_network(params, samples)
         rho = scale * samples.advantages * samples.weights
+        log_std = split_parameters(params)[2]
         return GaussianLogLikelihood(network, log_std, samples.actions, rho, second_order)
+
+    def mean_network(self, params: Vectors, samples: TaskSamples) -> MeanNetwork:
+        """The policy's mean network at per-task ``params`` on the ``samples``' observations."""
+        weights, biases, _ = split_parameters(params)
+        return MeanNetwork(weights, biases, samples.observations, self.policy.nonlinearity)
 
     # ------------------------------------------------------------------ line 10: the objective
     def surrogate_and_kl(
@@ -296,15 +312,24 @@ class MAMLTRPO(PolicyGradientAdaptation[MAMLTRPOConfig]):
     def meta_gradient(self, batch: MetaBatch) -> MetaGradient:
         """The surrogate, its meta-gradient ``Σ_k J_kᵀ ∇L_k(θ'_k) / K`` (``J_k = ∂θ'_k/∂θ``) and
         the KL's damped Hessian-vector product ``mean_k J_kᵀ F_k J_k + λI``, all exact, from
-        passes computed once per meta-step (:mod:`metarl.agents.common.curvature`)."""
+        passes computed once per meta-step (:mod:`metarl.agents.common.curvature`).  With
+        ``cg_subsample`` below 1 the product's ``H`` and ``F`` are those of a part of each task's
+        samples (:meth:`TaskSamples.subsample`); the meta-gradient stays exact."""
         cfg = self.config
         valid, num_tasks = batch.valid, batch.valid.num_tasks
         second_order = not cfg.first_order
+        subsampled = cfg.cg_subsample < 1
         params = [p.detach().expand(num_tasks, *p.shape) for p in self.policy.parameters()]
-        inner_losses = []
+        inner_losses, curvature_losses = [], []
         for episodes in batch.train:  # θ'_k = θ - α ∇L_k(θ), as in inner_step
-            loss = self.log_likelihood(params, live_samples(episodes), -1.0, second_order)
+            samples = live_samples(episodes)
+            loss = self.log_likelihood(params, samples, -1.0, second_order)
             inner_losses.append(loss)
+            curvature_losses.append(  # the same Hessians, on a part of the samples
+                self.log_likelihood(params, samples.subsample(cfg.cg_subsample), -1.0, second_order)
+                if subsampled
+                else loss
+            )
             updates = zip(params, loss.gradient, self.adapted)
             params = [p - cfg.inner_lr * g if adapted else p for p, g, adapted in updates]
         # At θ'_old the importance ratio is 1: the surrogate's gradient is the log-likelihood's.
@@ -314,8 +339,13 @@ class MAMLTRPO(PolicyGradientAdaptation[MAMLTRPOConfig]):
         jacobian = AdaptationJacobian(inner_losses, cfg.inner_lr, cfg.first_order, selection)
         gradient = flatten(summed_vjp(jacobian, post.gradient))
         log_std = split_parameters(params)[2]
-        fisher = GaussianFisher(post.network, log_std, samples.weights / num_tasks)
-        kl_hessian_product = meta_kl_hessian_product(jacobian, fisher, num_tasks, cfg.cg_damping)
+        curvature = AdaptationJacobian(curvature_losses, cfg.inner_lr, cfg.first_order, selection)
+        fisher_samples, network = samples, post.network
+        if subsampled:
+            fisher_samples = samples.subsample(cfg.cg_subsample)
+            network = self.mean_network(params, fisher_samples)
+        fisher = GaussianFisher(network, log_std, fisher_samples.weights / num_tasks)
+        kl_hessian_product = meta_kl_hessian_product(curvature, fisher, num_tasks, cfg.cg_damping)
         like = list(self.policy.parameters())
 
         def kl_hessian_vector_product(vector: Tensor) -> Tensor:

@@ -28,6 +28,7 @@ def make_agent(
     seed: int = 0,
     inner_lr: float = 0.3,
     inner_parameters: str = "all",
+    cg_subsample: float = 1.0,
 ) -> tuple[MAMLTRPO, MetaBatch]:
     """A float64 agent with a small policy and a meta-batch sampled from navigation (with
     episodes of different lengths thanks to a large goal tolerance)."""
@@ -44,6 +45,7 @@ def make_agent(
         num_inner_steps=num_inner_steps,
         first_order=first_order,
         gae_lambda=0.95,
+        cg_subsample=cg_subsample,
     )
     agent = MAMLTRPO(policy, config)
     sampler = BatchSampler(family, num_trajectories, seed)

@@ -42,6 +42,11 @@ BAD_OVERRIDES = {
     "bad-device": (["train.device=tpu"], r"train.device: .*'cpu' or 'cuda'"),
     "not-key-value": (["algorithm.inner_lr"], r"expected KEY=VALUE"),
     "negative-seed": (["train.seed=-1"], r"train.seed: .*greater than or equal to 0"),
+    "zero-subsample": (["algorithm.cg_subsample=0"], r"algorithm.cg_subsample: .*greater than 0"),
+    "subsample-by-double-backprop": (
+        ["algorithm.cg_subsample=0.5", "algorithm.hessian_method=double_backprop"],
+        r"algorithm: .*cg_subsample below 1 needs hessian_method 'jacobian'",
+    ),
 }
 
 

@@ -6,9 +6,18 @@ backpropagation through the inner update(s).  Everything in float64 on real (mas
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
+from metarl.agents.common.curvature import (
+    AdaptationJacobian,
+    GaussianFisher,
+    meta_kl_hessian_product,
+    split_parameters,
+)
+from metarl.agents.common.episodes import Episodes, live_samples, samples_by_task
 from metarl.agents.common.optim import flatten, unflatten
 from metarl.agents.maml_trpo import MAMLTRPO, MetaBatch
 from tests.conftest import make_agent
@@ -212,3 +221,59 @@ def test_anil_adapts_only_the_head() -> None:
     for name, value in adapted.items():
         moved = not torch.allclose(value, theta[name].expand_as(value))
         assert moved == (name == "log_std" or name.startswith(f"layers.{last}.")), name
+
+
+def _kept_steps(episodes: Episodes, fraction: float) -> Episodes:
+    """``episodes`` with only the steps a curvature subsample keeps: a task's r-th live step
+    (in time-major order) where ``frac(r φ) < fraction``."""
+    samples = live_samples(episodes)
+    rows = torch.arange(samples.positions.shape[1], dtype=torch.float64)
+    keep = ((rows * (5**0.5 - 1) / 2) % 1 < fraction).to(episodes.mask.dtype)
+    mask = samples_by_task(episodes.mask)
+    kept = torch.zeros_like(mask).scatter_(1, samples.positions, keep.expand_as(samples.positions))
+    steps, tasks, trajectories = episodes.mask.shape
+    kept = (kept * mask).view(tasks, steps, trajectories).movedim(0, 1)
+    return dataclasses.replace(episodes, mask=kept)
+
+
+def test_subsampled_curvature_without_inner_step_is_the_kl_hessian_of_the_kept_steps() -> None:
+    agent, batch = make_agent(num_inner_steps=0, cg_subsample=0.4)
+    product = agent.meta_gradient(batch).kl_hessian_vector_product
+    kept = MetaBatch([], _kept_steps(batch.valid, 0.4), batch.adapted)
+    assert 0 < kept.valid.mask.sum() < 0.6 * batch.valid.mask.sum()
+    exact = dict(cg_subsample=1.0, hessian_method="double_backprop")
+    reference = MAMLTRPO(agent.policy, agent.config.model_copy(update=exact))
+    reference_product = reference.meta_gradient_by_double_backprop(kept).kl_hessian_vector_product
+    size = sum(p.numel() for p in agent.policy.parameters())
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(3):
+        v = torch.randn(size, generator=generator, dtype=torch.float64)
+        torch.testing.assert_close(product(v), reference_product(v))
+
+
+def test_subsampled_curvature_is_the_exact_curvature_of_the_kept_steps_at_the_adapted_point() -> (
+    None
+):
+    agent, batch = make_agent(num_inner_steps=1, cg_subsample=0.4)
+    exact = MAMLTRPO(agent.policy, agent.config.model_copy(update=dict(cg_subsample=1.0)))
+    meta, exact_meta = agent.meta_gradient(batch), exact.meta_gradient(batch)
+    torch.testing.assert_close(meta.gradient, exact_meta.gradient)  # the gradient stays exact
+    # the reference: the inner loss's Hessian at θ and the Fisher at θ' (adapted on every step)
+    # on the kept steps only
+    num_tasks, config = batch.valid.num_tasks, agent.config
+    like = list(agent.policy.parameters())
+    params = [p.detach().expand(num_tasks, *p.shape) for p in like]
+    inner = exact.log_likelihood(params, live_samples(_kept_steps(batch.train[0], 0.4)), -1, True)
+    adapted = list(agent.adapt(agent.policy.meta_parameters(), batch).values())
+    valid = live_samples(_kept_steps(batch.valid, 0.4))
+    log_std = split_parameters(adapted)[2]
+    fisher = GaussianFisher(exact.mean_network(adapted, valid), log_std, valid.weights / num_tasks)
+    jacobian = AdaptationJacobian([inner], config.inner_lr, first_order=False)
+    product = meta_kl_hessian_product(jacobian, fisher, num_tasks, config.cg_damping)
+    generator = torch.Generator().manual_seed(4)
+    for _ in range(3):
+        v = torch.randn(exact_meta.gradient.shape, generator=generator, dtype=torch.float64)
+        reference = flatten(product(unflatten(v, like)))
+        torch.testing.assert_close(meta.kl_hessian_vector_product(v), reference)
+        exact_product = exact_meta.kl_hessian_vector_product(v)
+        assert (exact_product - reference).norm() > 1e-3 * reference.norm()  # not the exact one

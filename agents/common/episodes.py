@@ -111,6 +111,9 @@ def samples_by_task(values: Tensor, event_dims: int = 0) -> Tensor:
     return moved.reshape(moved.shape[0], -1, *moved.shape[moved.dim() - event_dims :])
 
 
+GOLDEN_RATIO_CONJUGATE = (5**0.5 - 1) / 2
+
+
 @dataclass
 class TaskSamples:
     """Each task's live steps as rows ``[K, N, ...]``, N the most live steps of any task: the
@@ -129,6 +132,25 @@ class TaskSamples:
         shape = (rows.shape[0], num_samples, *rows.shape[2:])
         index = self.positions.view(*self.positions.shape, *([1] * (rows.dim() - 2)))
         return rows.new_zeros(shape).scatter_(1, index.expand_as(rows), rows)
+
+    def subsample(self, fraction: float) -> TaskSamples:
+        """About ``fraction`` of each task's live rows, reweighted so that each task's weights
+        keep their sum.  Row ``r`` is kept where ``frac(r φ) < fraction`` (φ the golden ratio's
+        conjugate, a low-discrepancy sequence): the kept rows spread over steps and trajectories
+        instead of being whole trajectories, and every task keeps its first row.  The same rows
+        of every task, so the kept live rows stay a prefix."""
+        rows = torch.arange(self.weights.shape[1], dtype=torch.float64, device=self.weights.device)
+        kept = torch.nonzero(torch.frac(rows * GOLDEN_RATIO_CONJUGATE) < fraction).squeeze(1)
+        weights = self.weights[:, kept]
+        total = weights.sum(1, keepdim=True)
+        scale = self.weights.sum(1, keepdim=True) / total.clamp_min(torch.finfo(total.dtype).tiny)
+        return TaskSamples(
+            observations=self.observations[:, kept],
+            actions=self.actions[:, kept],
+            advantages=self.advantages[:, kept],
+            weights=weights * scale,
+            positions=self.positions[:, kept],
+        )
 
 
 def live_samples(episodes: Episodes) -> TaskSamples:
