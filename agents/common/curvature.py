@@ -37,7 +37,7 @@ from typing import TypeVar
 import torch
 from torch import Tensor
 
-from metarl.agents.common.gemm import matmul, outer
+from metarl.agents.common.gemm import matmul, outer, uses_onednn
 from metarl.agents.common.runtime import run_shared
 
 Vectors = list[Tensor]
@@ -115,6 +115,10 @@ class MeanNetwork:
         self.deltas: Vectors = []  # kept by vjp(keep=True): ∂/∂z_l, output layer first,
         self.bends: Vectors = []  # (∂/∂a_l) ⊙ σ''(z_l) / σ'(z_l) where σ'' is not zero,
         self.moments: Tensor | None = None  # and the first-layer moments (_first_layer_moments)
+        # in a part for oneDNN (one task on the CPU), â_l and the kept δ transposed (contiguous),
+        # the operand a reduction over the rows wants: oneDNN copies a transposed one each time
+        self.input_columns: Vectors | None = None
+        self.delta_columns: Vectors | None = None
         hidden = inputs
         for weight, bias in zip(weights[:-1], biases[:-1]):
             pre = torch.baddbmm(bias.unsqueeze(1), hidden, weight.transpose(1, 2))
@@ -136,7 +140,22 @@ class MeanNetwork:
         view.bends = [b[rows] for b in self.bends]
         view.moments = None if self.moments is None else self.moments[tasks]
         view.output = self.output[rows]
+        if uses_onednn(view.layer_inputs[0], view.weights[0]):
+            view.input_columns = [a.transpose(1, 2).contiguous() for a in view.layer_inputs]
+            view.delta_columns = [d.transpose(1, 2).contiguous() for d in view.deltas]
         return view
+
+    def _input_outer(self, delta: Tensor, layer: int) -> Tensor:
+        """``δᵀ â_l``: the augmented weight gradient of layer ``l`` for its output's ``δ``."""
+        if self.input_columns is None:
+            return outer(delta, self.layer_inputs[layer])
+        return matmul(self.input_columns[layer], delta).transpose(1, 2)
+
+    def _delta_outer(self, index: int, values: Tensor) -> Tensor:
+        """``δᵀ v`` for the ``index``-th kept ``δ`` (output layer first)."""
+        if self.delta_columns is None:
+            return outer(self.deltas[index], values)
+        return matmul(self.delta_columns[index], values)
 
     def jvp(self, tangents: Vectors) -> tuple[Tensor, Vectors]:
         """``J_μ u`` for augmented tangents ``u``: the output's tangent, and the tangents
@@ -162,7 +181,7 @@ class MeanNetwork:
                 num_observations = self.layer_inputs[0].shape[2] - 1  # x̂ = [x, 1]
                 if i == 1 and num_observations < FIRST_LAYER_MOMENTS_MAX_INPUTS:
                     self.moments = self._first_layer_moments(delta)
-            grads.append(outer(delta, self.layer_inputs[i]))
+            grads.append(self._input_outer(delta, i))
             if i > 0:
                 backprop = matmul(delta, self.weights[i])
                 bend_ratio = self.bend_ratios[i - 1]
@@ -185,9 +204,10 @@ class MeanNetwork:
 
         def fill(parts: list[slice]) -> None:
             for tasks in parts:  # on the CPU one task: its columns stay in the caches
+                delta_columns = delta[tasks].transpose(1, 2).contiguous()  # (see input_columns)
                 for m in range(num_inputs):
                     column = slope[tasks] * inputs[tasks, :, m : m + 1]
-                    moments[tasks, :, :, m] = matmul(column.transpose(1, 2), delta[tasks])
+                    moments[tasks, :, :, m] = matmul(delta_columns, column).transpose(1, 2)
 
         run_shared(fill, _task_parts(num_tasks, delta, None), num_threads(delta))
         return moments
@@ -202,17 +222,18 @@ class MeanNetwork:
         bends = iter(self.bends)
         first_layer = None  # from the moments: the δ_1 U_1 part of the first layer's result
         r_delta = cotangent_tangent
-        for delta, i in zip(self.deltas, reversed(range(len(self.weights)))):
-            r_grad = outer(r_delta, self.layer_inputs[i])
+        for index, (delta, i) in enumerate(zip(self.deltas, reversed(range(len(self.weights))))):
+            r_grad = self._input_outer(r_delta, i)
             if i > 0:
                 hidden_tangent = hidden_tangents[i - 1]
-                r_back = matmul(r_delta, self.weights[i])
                 if i == 1 and self.moments is not None:
+                    r_back = matmul(r_delta, self.weights[i])
                     r_grad[..., :-1] += torch.einsum("kjpm,kjm->kpj", self.moments, tangents[0])
                     through = tangents[1][..., :-1].transpose(1, 2).unsqueeze(-1)
                     first_layer = (self.moments * through).sum(2)
                 else:
-                    r_grad[..., :-1] += outer(delta, hidden_tangent)
+                    r_grad[..., :-1] += self._delta_outer(index, hidden_tangent)
+                    r_back = matmul(r_delta, self.weights[i])
                     r_back += matmul(delta, tangents[i][..., :-1])
                 r_delta = r_back.mul_(self.slopes[i - 1])
                 if self.bend_ratios[i - 1] is not None:
