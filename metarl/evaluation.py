@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -340,7 +341,7 @@ def plot_curves(curves: Sequence[Curve], path: Path, title: str) -> None:
         )
     axes.set_xlabel("number of gradient steps")
     axes.set_ylabel("average return")
-    axes.set_title(title, fontsize=9)
+    axes.set_title(textwrap.fill(title, 64), fontsize=9)  # the figure's width
     axes.set_xticks(range(max(len(curve.mean) for curve in curves)))
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7)

@@ -288,7 +288,8 @@ def write_section(
     figures = docs_dir / "results"
     figures.mkdir(parents=True, exist_ok=True)
     mean, spread, spread_kind = summary(results)
-    curves = [Curve(f"MAML, metarl ({len(results)} seed(s))", "original", mean, spread)]
+    seeds = f"{len(results)} seed{'' if len(results) == 1 else 's'}"
+    curves = [Curve(f"MAML, metarl ({seeds})", "original", mean, spread)]
     curves += [
         Curve(f"{method}, metarl", "original", evaluation.mean, evaluation.stderr)
         for method, evaluation in baselines.items()
