@@ -122,9 +122,9 @@ class MAMLTRPOConfig(AdaptationConfig):
     # exact Hessian-vector products of the meta-KL: per-task Jacobian products (fast) or
     # double backpropagation through the inner update (the straightforward reference)
     hessian_method: Literal["jacobian", "double_backprop"] = "jacobian"
-    # fraction of each task's samples the conjugate gradient's curvature products use (as
-    # rllab's subsample_factor); 1: all of them, exact.  The meta-gradient, the adapted
-    # parameters and the line search's KL check always use every sample.
+    # fraction of each task's post-update samples the conjugate gradient's Fisher products use
+    # (as TRPO implementations subsample them); 1: all of them, exact.  The inner losses'
+    # Hessians, the meta-gradient and the line search's KL check always use every sample.
     cg_subsample: float = Field(1.0, gt=0.0, le=1.0)
 
     @model_validator(mode="after")
@@ -313,23 +313,16 @@ class MAMLTRPO(PolicyGradientAdaptation[MAMLTRPOConfig]):
         """The surrogate, its meta-gradient ``Σ_k J_kᵀ ∇L_k(θ'_k) / K`` (``J_k = ∂θ'_k/∂θ``) and
         the KL's damped Hessian-vector product ``mean_k J_kᵀ F_k J_k + λI``, all exact, from
         passes computed once per meta-step (:mod:`metarl.agents.common.curvature`).  With
-        ``cg_subsample`` below 1 the product's ``H`` and ``F`` are those of a part of each task's
-        samples (:meth:`TaskSamples.subsample`); the meta-gradient stays exact."""
+        ``cg_subsample`` below 1, ``F_k`` is that of a part of task k's post-update samples
+        (:meth:`TaskSamples.subsample`); everything else stays exact."""
         cfg = self.config
         valid, num_tasks = batch.valid, batch.valid.num_tasks
         second_order = not cfg.first_order
-        subsampled = cfg.cg_subsample < 1
         params = [p.detach().expand(num_tasks, *p.shape) for p in self.policy.parameters()]
-        inner_losses, curvature_losses = [], []
+        inner_losses = []
         for episodes in batch.train:  # θ'_k = θ - α ∇L_k(θ), as in inner_step
-            samples = live_samples(episodes)
-            loss = self.log_likelihood(params, samples, -1.0, second_order)
+            loss = self.log_likelihood(params, live_samples(episodes), -1.0, second_order)
             inner_losses.append(loss)
-            curvature_losses.append(  # the same Hessians, on a part of the samples
-                self.log_likelihood(params, samples.subsample(cfg.cg_subsample), -1.0, second_order)
-                if subsampled
-                else loss
-            )
             updates = zip(params, loss.gradient, self.adapted)
             params = [p - cfg.inner_lr * g if adapted else p for p, g, adapted in updates]
         # At θ'_old the importance ratio is 1: the surrogate's gradient is the log-likelihood's.
@@ -339,13 +332,12 @@ class MAMLTRPO(PolicyGradientAdaptation[MAMLTRPOConfig]):
         jacobian = AdaptationJacobian(inner_losses, cfg.inner_lr, cfg.first_order, selection)
         gradient = flatten(summed_vjp(jacobian, post.gradient))
         log_std = split_parameters(params)[2]
-        curvature = AdaptationJacobian(curvature_losses, cfg.inner_lr, cfg.first_order, selection)
         fisher_samples, network = samples, post.network
-        if subsampled:
+        if cfg.cg_subsample < 1:
             fisher_samples = samples.subsample(cfg.cg_subsample)
             network = self.mean_network(params, fisher_samples)
         fisher = GaussianFisher(network, log_std, fisher_samples.weights / num_tasks)
-        kl_hessian_product = meta_kl_hessian_product(curvature, fisher, num_tasks, cfg.cg_damping)
+        kl_hessian_product = meta_kl_hessian_product(jacobian, fisher, num_tasks, cfg.cg_damping)
         like = list(self.policy.parameters())
 
         def kl_hessian_vector_product(vector: Tensor) -> Tensor:
