@@ -122,9 +122,10 @@ class MAMLTRPOConfig(AdaptationConfig):
     # exact Hessian-vector products of the meta-KL: per-task Jacobian products (fast) or
     # double backpropagation through the inner update (the straightforward reference)
     hessian_method: Literal["jacobian", "double_backprop"] = "jacobian"
-    # fraction of each task's post-update samples the conjugate gradient's Fisher products use
-    # (as TRPO implementations subsample them); 1: all of them, exact.  The inner losses'
-    # Hessians, the meta-gradient and the line search's KL check always use every sample.
+    # fraction of each task's post-update samples the conjugate gradient's Fisher products (and
+    # so the step's length from ½ dᵀHd) use, as TRPO implementations subsample them; 1: all of
+    # them, exact.  The inner losses' Hessians, the meta-gradient and the line search's KL check
+    # always use every sample.
     cg_subsample: float = Field(1.0, gt=0.0, le=1.0)
 
     @model_validator(mode="after")

@@ -341,7 +341,8 @@ def plot_curves(curves: Sequence[Curve], path: Path, title: str) -> None:
         )
     axes.set_xlabel("number of gradient steps")
     axes.set_ylabel("average return")
-    axes.set_title(textwrap.fill(title, 64), fontsize=9)  # the figure's width
+    lines = (textwrap.fill(line, 64) for line in title.splitlines())  # the figure's width
+    axes.set_title("\n".join(lines), fontsize=9)
     axes.set_xticks(range(max(len(curve.mean) for curve in curves)))
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7)

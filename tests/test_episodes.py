@@ -11,6 +11,7 @@ from metarl.agents.common.episodes import (
     live_samples,
     masked_mean_per_task,
     normalize_per_task,
+    samples_by_task,
 )
 
 
@@ -119,7 +120,8 @@ def test_a_subsample_spreads_over_every_trajectory_and_keeps_each_task_s_weight(
     # 2 tasks of 20 trajectories × 50 steps; task 1's trajectories end after 30 steps.
     mask = torch.ones(50, 2, 20, dtype=torch.float64)
     mask[30:, 1] = 0
-    samples = live_samples(_episodes(mask))
+    episodes = _episodes(mask)
+    samples = live_samples(episodes)
     fewer = samples.subsample(0.2)  # a stride of 5 would keep whole trajectories: 0, 5, 10, 15
     live = fewer.weights > 0
     assert abs(live[0].sum().item() / 1000 - 0.2) < 0.01
@@ -128,10 +130,10 @@ def test_a_subsample_spreads_over_every_trajectory_and_keeps_each_task_s_weight(
         kept = fewer.positions[task][live[task]]
         assert set((kept % 20).tolist()) == set(range(20))  # every trajectory,
         assert len(set((kept // 20).tolist())) > 0.8 * (50 if task == 0 else 30)  # most steps
-        # the kept rows are rows of the task, equally weighted, with the task's total weight
-        torch.testing.assert_close(
-            fewer.observations[task][live[task]], samples.observations[task][kept]
-        )
+        # the kept rows are the task's steps at their positions, equally weighted, with the
+        # task's total weight
+        steps = samples_by_task(episodes.observations, 1)[task]
+        torch.testing.assert_close(fewer.observations[task][live[task]], steps[kept])
         weights = fewer.weights[task][live[task]]
         torch.testing.assert_close(weights, torch.full_like(weights, 1 / len(kept)))
     assert samples.subsample(1.0).weights.shape == samples.weights.shape  # 1: every row

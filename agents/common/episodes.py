@@ -138,7 +138,8 @@ class TaskSamples:
         keep their sum.  Row ``r`` is kept where ``frac(r φ) < fraction`` (φ the golden ratio's
         conjugate, a low-discrepancy sequence): the kept rows spread over steps and trajectories
         instead of being whole trajectories, and every task keeps its first row.  The same rows
-        of every task, so the kept live rows stay a prefix."""
+        of every task (and of every batch: fresh samples each meta-step), so the kept live rows
+        stay a prefix."""
         rows = torch.arange(self.weights.shape[1], dtype=torch.float64, device=self.weights.device)
         kept = torch.nonzero(torch.frac(rows * GOLDEN_RATIO_CONJUGATE) < fraction).squeeze(1)
         weights = self.weights[:, kept]
