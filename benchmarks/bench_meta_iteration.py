@@ -31,6 +31,7 @@ VARIANTS = {
     "second-order (double-backprop)": {"hessian_method": "double_backprop", "first_order": False},
     "first-order": {"hessian_method": "jacobian", "first_order": True},
     "cg-subsample-0.2": {"hessian_method": "jacobian", "first_order": False, "cg_subsample": 0.2},
+    "first-order-cg-subsample-0.2": {"first_order": True, "cg_subsample": 0.2},
     "anil": {"hessian_method": "jacobian", "first_order": False, "inner_parameters": "head"},
     "negative-lr": {"hessian_method": "jacobian", "first_order": False, "inner_lr": -0.1},
     "no-inner-step": {"hessian_method": "jacobian", "first_order": False, "num_inner_steps": 0},
