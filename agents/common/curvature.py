@@ -226,14 +226,13 @@ class MeanNetwork:
             r_grad = self._input_outer(r_delta, i)
             if i > 0:
                 hidden_tangent = hidden_tangents[i - 1]
+                r_back = matmul(r_delta, self.weights[i])
                 if i == 1 and self.moments is not None:
-                    r_back = matmul(r_delta, self.weights[i])
                     r_grad[..., :-1] += torch.einsum("kjpm,kjm->kpj", self.moments, tangents[0])
                     through = tangents[1][..., :-1].transpose(1, 2).unsqueeze(-1)
                     first_layer = (self.moments * through).sum(2)
                 else:
                     r_grad[..., :-1] += self._delta_outer(index, hidden_tangent)
-                    r_back = matmul(r_delta, self.weights[i])
                     r_back += matmul(delta, tangents[i][..., :-1])
                 r_delta = r_back.mul_(self.slopes[i - 1])
                 if self.bend_ratios[i - 1] is not None:
