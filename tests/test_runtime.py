@@ -23,11 +23,14 @@ def test_freed_buffers_are_reused_without_page_faults() -> None:
     size = 16 * 2**20  # 64 MiB of float32: far above glibc's default mmap threshold
     for _ in range(3):  # the heap grows to its working size
         torch.ones(size).sum()
-    before = _minor_faults()
-    for _ in range(5):
-        torch.ones(size).sum()
     pages = 5 * size * 4 // 4096
-    assert _minor_faults() - before < pages // 20  # fresh pages each time would fault ~all
+    faults = []
+    for _ in range(3):  # the fewest of three: the kernel may fault a page for its own reasons
+        before = _minor_faults()
+        for _ in range(5):
+            torch.ones(size).sum()
+        faults.append(_minor_faults() - before)
+    assert min(faults) < pages // 20  # fresh pages each time would fault ~all, every time
 
 
 def test_run_shared_runs_each_share_on_its_own_thread_with_torch_on_one() -> None:
