@@ -144,6 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="mean of the last N iterations at each point (default 1: none)",
     )
+    plot.add_argument(
+        "--labels",
+        nargs="+",
+        metavar="NAME",
+        help="legend name of each curve, in the order of the runs (runs differing only in the "
+        "seed are one curve; default: the run folder's name)",
+    )
     baseline = commands.add_parser(
         "baseline", help="the paper's non-meta baselines (stable-baselines3): a run directory"
     )
@@ -668,7 +675,12 @@ def command_video(args: argparse.Namespace) -> None:
 
 
 def command_plot(args: argparse.Namespace) -> None:
-    from metarl.plotting import LEARNING_CURVE_FILE, plot_learning_curves, read_run
+    from metarl.plotting import (
+        LEARNING_CURVE_FILE,
+        labelled_groups,
+        plot_learning_curves,
+        read_run,
+    )
 
     out = args.out or (
         args.runs[0] / LEARNING_CURVE_FILE if len(args.runs) == 1 else Path("learning_curves.png")
@@ -681,7 +693,11 @@ def command_plot(args: argparse.Namespace) -> None:
             runs.append(read_run(run_dir))
         except (ValueError, KeyError, TypeError) as error:
             raise UsageError(f"{run_dir}: not a readable run ({error})") from None
-    plot_learning_curves(runs, out, args.smooth)
+    try:
+        labelled_groups(runs, args.labels)
+    except ValueError as error:
+        raise UsageError(f"--labels: {error}") from None
+    plot_learning_curves(runs, out, args.smooth, args.labels)
     print(f"wrote {out}", file=sys.stderr)
 
 

@@ -72,6 +72,22 @@ def group_runs(runs: Sequence[RunCurve]) -> list[list[RunCurve]]:
     return list(groups.values())
 
 
+def labelled_groups(
+    runs: Sequence[RunCurve], labels: Sequence[str] | None = None
+) -> list[tuple[str, list[RunCurve]]]:
+    """:func:`group_runs` with each curve's legend name: ``labels`` in the order the curves are
+    first met, or else the run's folder name (a group: the runs' common prefix and count)."""
+    groups = group_runs(runs)
+    if labels is None:
+        return [(group_label(group), group) for group in groups]
+    if len(labels) != len(groups):
+        raise ValueError(
+            f"{len(labels)} labels for {len(groups)} curves (runs differing only in the seed "
+            "are one curve)"
+        )
+    return list(zip(labels, groups))
+
+
 def group_label(group: Sequence[RunCurve]) -> str:
     if len(group) == 1:
         return group[0].name
@@ -124,10 +140,13 @@ def group_curve(group: Sequence[RunCurve], key: str, smooth: int = 1) -> GroupCu
     )
 
 
-def plot_learning_curves(runs: Sequence[RunCurve], path: Path, smooth: int = 1) -> None:
+def plot_learning_curves(
+    runs: Sequence[RunCurve], path: Path, smooth: int = 1, labels: Sequence[str] | None = None
+) -> None:
     """Return before (dashed) and after (solid) adaptation against meta-iterations (left) and
     environment steps (right), and below it the success rate where runs report one; a group of
-    runs is drawn as its mean, shaded between its lowest and highest run (PNG, Agg backend)."""
+    runs is drawn as its mean, shaded between its lowest and highest run (PNG, Agg backend).
+    ``labels``: the curves' legend names (:func:`labelled_groups`)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -139,10 +158,10 @@ def plot_learning_curves(runs: Sequence[RunCurve], path: Path, smooth: int = 1) 
     rows = figure.subplots(len(quantities), 2, sharey="row", squeeze=False)
     averaged = f" (mean of last {smooth})" if smooth > 1 else ""
     for (by_iteration, by_steps), quantity in zip(rows, quantities):
-        for index, group in enumerate(group_runs(runs)):
+        for index, (name, group) in enumerate(labelled_groups(runs, labels)):
             for when, style in (("pre", "--"), ("post", "-")):
                 curve = group_curve(group, f"{quantity}_{when}", smooth)
-                label = f"{group_label(group)}: {when}-update"
+                label = f"{name}: {when}-update"
                 for axes, x in ((by_iteration, curve.iterations), (by_steps, curve.env_steps)):
                     axes.plot(x, curve.mean, style, color=f"C{index}", label=label, linewidth=1.2)
                     if len(group) > 1:

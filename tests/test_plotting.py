@@ -10,7 +10,7 @@ import pytest
 
 from metarl.cli import main
 from metarl.logging import read_metrics
-from metarl.plotting import group_curve, group_runs, moving_average, read_run
+from metarl.plotting import group_curve, group_runs, labelled_groups, moving_average, read_run
 from tests.tiny_runs import train_tiny_run
 
 
@@ -58,3 +58,24 @@ def test_plot_command_overlays_runs(runs: dict[str, Path], tmp_path: Path) -> No
     out = tmp_path / "curves.png"
     assert main(["plot", *map(str, runs.values()), "--out", str(out), "--smooth", "2"]) == 0
     assert imageio.imread(out).shape[1] > 800
+
+
+def test_labels_name_the_curves_in_the_order_first_met(runs: dict[str, Path]) -> None:
+    curves = [read_run(runs[name]) for name in ("other", "seed-1", "seed-2")]
+    named = labelled_groups(curves, ["wider", "narrow"])
+    assert [(label, [run.name for run in group]) for label, group in named] == [
+        ("wider", ["wide"]),
+        ("narrow", ["nav-seed-1", "nav-seed-2"]),
+    ]
+    assert [label for label, _ in labelled_groups(curves)] == ["wide", "nav-seed (2 runs)"]
+
+
+def test_plot_command_rejects_a_label_count_unlike_the_curves(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "curves.png"
+    arguments = ["plot", *map(str, runs.values()), "--out", str(out), "--labels", "a", "b", "c"]
+    assert main(arguments) == 2
+    assert "--labels: 3 labels for 2 curves" in capsys.readouterr().err
+    assert not out.exists()
+    assert main([*arguments[:-1]]) == 0 and out.exists()
