@@ -67,7 +67,7 @@ def build_sampler(
         from metarl.agents.common.ray_sampling import RaySampler
 
         return RaySampler(family, num_trajectories, seed, settings)
-    return BatchSampler(family, num_trajectories, seed, settings.num_lanes)
+    return BatchSampler(family, num_trajectories, seed, settings.num_lanes, settings.fill_steps)
 
 
 def build_agent(config: Config, policy: GaussianMLPPolicy) -> Agent:

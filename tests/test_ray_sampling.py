@@ -103,6 +103,17 @@ def test_ray_batches_are_the_local_sampler_s(
     assert torch.equal(remote.action_generator.get_state(), local.action_generator.get_state())
 
 
+def test_ray_fills_steps_as_the_local_sampler(cluster: Cluster) -> None:
+    family, tasks, policy = case("Navigation2D", 5, goal_tolerance=0.3, horizon=30)
+    config = WORKERS.model_copy(update={"fill_steps": True})
+    remote = RaySampler(family, 3, seed=3, config=config)
+    local = BatchSampler(family, 3, seed=3, num_lanes=2, fill_steps=True)
+    remote_batch = remote.sample(tasks, policy, per_task(policy, len(tasks)))
+    assert_same(remote_batch, local.sample(tasks, policy, per_task(policy, len(tasks))))
+    assert remote_batch.mask.shape[2] > 3  # episodes were added
+    assert remote.state_dict()["env_rng"] == local.state_dict()["env_rng"]
+
+
 def test_a_worker_killed_while_sampling_is_replaced_and_the_batch_is_the_same(
     cluster: Cluster, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -59,19 +60,19 @@ def assert_same_checkpoint(a: Path, b: Path) -> None:
         assert torch.equal(tensor, state_b["policy"][name]), name
 
 
-ALGORITHMS = {
+VARIANTS = {
     "maml_trpo": [],
     "reptile": ["--set", "algorithm.name=reptile", "--set", "algorithm.num_inner_steps=2"],
+    # episodes that end at the goal, and further ones sampled to fill each task's step budget
+    "fill_steps": ["--set", "sampler.fill_steps=true", "--set", "env.kwargs.goal_tolerance=0.3"],
 }
 
 
-@pytest.mark.parametrize("algorithm", list(ALGORITHMS))
-def test_run_killed_and_resumed_repeats_the_uninterrupted_run(
-    tmp_path: Path, algorithm: str
-) -> None:
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_run_killed_and_resumed_repeats_the_uninterrupted_run(tmp_path: Path, variant: str) -> None:
     # last.pt every 2 iterations: the kill usually leaves logged iterations to replay
     num_iterations, kill_after = 10, 3
-    args = [*TINY, "--set", "train.checkpoint_every=2", *ALGORITHMS[algorithm]]
+    args = [*TINY, "--set", "train.checkpoint_every=2", *VARIANTS[variant]]
     killed = tmp_path / "killed"
     command = [sys.executable, "-m", "metarl", "train", "--run-dir", str(killed)]
     command += ["--iterations", str(num_iterations), *args]
@@ -89,6 +90,9 @@ def test_run_killed_and_resumed_repeats_the_uninterrupted_run(
     ]
     for name in ("last.pt", "best.pt"):
         assert_same_checkpoint(killed / "checkpoints" / name, full / "checkpoints" / name)
+    if variant == "fill_steps":  # more steps than 3 episodes of 20 steps per task and phase
+        steps = np.diff([0] + [r["env_steps"] for r in uninterrupted])
+        assert steps.max() > 2 * 2 * 3 * 20
 
 
 def test_resume_cleans_crash_leftovers_and_keeps_best_consistent(tmp_path: Path) -> None:

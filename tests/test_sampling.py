@@ -8,7 +8,7 @@ import torch
 from metarl import envs
 from metarl.agents.common.episodes import Episodes
 from metarl.agents.common.policies import GaussianMLPPolicy
-from metarl.agents.common.sampling import BatchSampler
+from metarl.agents.common.sampling import FILL_LIMIT, BatchSampler
 
 
 class CountingPolicy(GaussianMLPPolicy):
@@ -125,3 +125,51 @@ def test_lanes_are_reproducible() -> None:
     first, second = sample(), sample()
     for field in ("observations", "actions", "rewards", "mask"):
         assert torch.equal(getattr(first, field), getattr(second, field)), field
+
+
+def _filled_and_plain(family: envs.TaskFamily) -> tuple[Episodes, Episodes]:
+    """5 tasks × 3 trajectories with per-task parameters, sampled with and without
+    ``fill_steps`` from the same seed."""
+    tasks = family.sample_tasks(5)
+    probe = family.make_batched_env(1)
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(probe.observation_dim, probe.action_dim, (16,), init_std=2.0)
+    params = {
+        k: v.detach() + 0.5 * torch.randn(5, *v.shape) for k, v in policy.meta_parameters().items()
+    }
+    filled = BatchSampler(family, 3, seed=3, fill_steps=True).sample(tasks, policy, params)
+    return filled, BatchSampler(family, 3, seed=3).sample(tasks, policy, params)
+
+
+def test_fill_steps_gives_each_task_whose_episodes_ended_early_its_step_budget() -> None:
+    filled, plain = _filled_and_plain(
+        envs.make_family("Navigation2D", seed=0, goal_tolerance=0.3, horizon=30)
+    )
+    budget, steps, episodes = 3 * 30, filled.mask.sum((0, 2)), filled.episodes_per_task()
+    assert (plain.mask.sum((0, 2)) < budget).any()  # some episodes reached the goal early
+    assert torch.all((steps >= budget) | (episodes == FILL_LIMIT * 3))
+    last = torch.arange(filled.mask.shape[2]) * (filled.mask[0] > 0)  # each task's last episode
+    last_length = filled.mask.sum(0).gather(1, last.argmax(1, keepdim=True)).squeeze(1)
+    assert torch.all(steps - last_length < budget)  # no episode kept once the budget is reached
+    full = plain.mask.sum((0, 2)) == budget
+    assert torch.all(episodes[full] == 3) and torch.all(episodes[~full] > 3)
+    # the first round is the plain batch; later rounds' slots are whole episodes or unused
+    for field in ("observations", "actions", "rewards", "mask"):
+        part = getattr(filled, field)[: len(plain.mask), :, :3]
+        assert torch.equal(part, getattr(plain, field))
+    assert torch.all(filled.mask[1:] <= filled.mask[:-1])
+    assert torch.all(filled.rewards[filled.mask == 0] == 0)
+    assert torch.all(filled.observations[filled.mask == 0] == 0)
+    # the return per task is the mean over its episodes, unused slots left out
+    per_episode = filled.rewards.sum(0)
+    for task in range(5):
+        taken = filled.mask[0, task] > 0
+        torch.testing.assert_close(filled.returns_per_task()[task], per_episode[task][taken].mean())
+
+
+def test_fill_steps_changes_nothing_where_no_episode_ends_early() -> None:
+    filled, plain = _filled_and_plain(
+        envs.make_family("HalfCheetahVel", physics="original", horizon=8, seed=0)
+    )
+    for field in ("observations", "actions", "rewards", "mask"):
+        assert torch.equal(getattr(filled, field), getattr(plain, field))

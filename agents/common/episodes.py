@@ -33,9 +33,13 @@ class Episodes:
         """Number of environment steps actually taken."""
         return int(self.mask.sum().item())
 
+    def episodes_per_task(self) -> Tensor:
+        """Number of trajectories of each task, slots with no step taken left out: ``[K]``."""
+        return self.mask[0].sum(-1)
+
     def returns_per_task(self) -> Tensor:
         """Undiscounted return per trajectory averaged over trajectories: shape ``[K]``."""
-        return (self.rewards * self.mask).sum(0).mean(-1)
+        return (self.rewards * self.mask).sum(0).sum(-1) / self.episodes_per_task()
 
     def mean_return(self) -> float:
         """Undiscounted return per trajectory, averaged over all trajectories."""
@@ -46,7 +50,7 @@ class Episodes:
         shape ``[K]``; only for families that report success."""
         if self.success is None:
             raise ValueError("these episodes come from a family that reports no success")
-        return (self.success * self.mask).amax(0).mean(-1)
+        return (self.success * self.mask).amax(0).sum(-1) / self.episodes_per_task()
 
     def success_rate(self) -> float:
         """Fraction of all trajectories that succeeded."""

@@ -76,27 +76,34 @@ class RaySampler(BatchSampler):
         self.pool = worker_pool(config)
         per_worker = config.cpus_per_worker if family.steps_without_gil else 1
         lanes = config.num_lanes or self.pool.size * per_worker
-        super().__init__(family, num_trajectories, seed, lanes)
+        super().__init__(family, num_trajectories, seed, lanes, config.fill_steps)
         self.timeout = config.worker_timeout
         self.name = uuid.uuid4().hex  # the workers keep this sampler's lanes under it
         self._family = ray.put(family)
         self._policy: tuple[GaussianMLPPolicy, ray.ObjectRef] | None = None
 
-    def sample(self, tasks: Sequence[Task], policy: GaussianMLPPolicy, params: Params) -> Episodes:
-        """Roll out ``policy`` under ``params`` (shared, or one set per task) on every task."""
-        lanes = self.lanes_for(len(tasks))
-        noise = self.action_noise(len(tasks), lanes[0].env)
+    def sample_round(
+        self,
+        tasks: Sequence[Task],
+        policy: GaussianMLPPolicy,
+        params: Params,
+        num_trajectories: int,
+    ) -> Episodes:
+        """``num_trajectories`` episodes of ``policy`` on every task, stepped by the workers."""
+        lanes = self.lanes_for(len(tasks), num_trajectories)
+        noise = self.action_noise(len(tasks), lanes[0].env, num_trajectories)
+        runner = self.runner_for(num_trajectories)
         shares = []
         for first_lane, last_lane in lane_bounds(len(lanes), self.pool.size):
             own = lanes[first_lane:last_lane]
             first, last = own[0].first, own[-1].last
             reset_state = self.env_rng.bit_generator.state
-            self.runner.reset(own, tasks, self.env_rng)  # here only to advance the stream
+            runner.reset(own, tasks, self.env_rng)  # here only to advance the stream
             shares.append(
                 Share(
-                    sampler=self.name,
+                    sampler=f"{self.name}/{num_trajectories}",  # a round's size: lanes of its own
                     family=self._family,
-                    num_trajectories=self.num_trajectories,
+                    num_trajectories=num_trajectories,
                     first=first,
                     tasks=list(tasks[first:last]),
                     bounds=[(lane.first - first, lane.last - first) for lane in own],

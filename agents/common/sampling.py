@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -48,6 +48,10 @@ class _Lane:
 
 _LaneJob = tuple[_Lane, np.ndarray, Params, torch.Tensor]  # lane, first observations, θ, noise
 
+# With fill_steps, a task has at most this many times num_trajectories episodes: a batch's
+# tensors are padded to the longest episode, so one of very short episodes would grow unbounded.
+FILL_LIMIT = 4
+
 
 class SamplerConfig(BaseModel):
     """Where trajectories are sampled: in this process, or on the workers of a Ray cluster
@@ -65,6 +69,9 @@ class SamplerConfig(BaseModel):
     # Ray: seconds a worker may take to answer a sampling call (to start: this, at least 60)
     # before it is treated as lost and replaced
     worker_timeout: PositiveFloat = 600.0
+    # a step budget per task, as the MAML authors' sampler: a task whose episodes ended early
+    # (an Ant that fell) gets further episodes until it has num_trajectories × horizon steps
+    fill_steps: bool = False
 
 
 def lane_bounds(num_tasks: int, num_lanes: int) -> list[tuple[int, int]]:
@@ -200,45 +207,102 @@ class BatchSampler:
     whose environments step outside the GIL, else one); a lane holds whole tasks, and its
     simulator uses its share of the cores (and more once other lanes have ended).  The lanes
     are stepped by :class:`LaneRunner`.
+
+    With ``fill_steps``, a task whose episodes ended early gets further rounds of episodes until
+    it has taken ``num_trajectories × horizon`` steps (:meth:`sample`).
     """
 
     def __init__(
-        self, family: TaskFamily, num_trajectories: int, seed: int, num_lanes: int | None = None
+        self,
+        family: TaskFamily,
+        num_trajectories: int,
+        seed: int,
+        num_lanes: int | None = None,
+        fill_steps: bool = False,
     ) -> None:
         if num_lanes is not None and num_lanes < 1:
             raise ValueError(f"num_lanes must be >= 1, got {num_lanes}")
         self.family = family
         self.num_trajectories = num_trajectories
         self.num_lanes = num_lanes
+        self.fill_steps = fill_steps
         seeds = np.random.SeedSequence(seed).spawn(2)
         self.env_rng = np.random.default_rng(seeds[0])
         self.action_generator = torch.Generator().manual_seed(
             int(seeds[1].generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
         )
         self.runner = LaneRunner(family, num_trajectories)
+        self._fill_runners: dict[int, LaneRunner] = {}  # by episodes per task of a fill round
 
-    def lanes_for(self, num_tasks: int) -> list[_Lane]:
+    def runner_for(self, num_trajectories: int) -> LaneRunner:
+        """The lane runner of rounds of ``num_trajectories`` episodes per task."""
+        if num_trajectories == self.num_trajectories:
+            return self.runner
+        if num_trajectories not in self._fill_runners:
+            self._fill_runners[num_trajectories] = LaneRunner(self.family, num_trajectories)
+        return self._fill_runners[num_trajectories]
+
+    def lanes_for(self, num_tasks: int, num_trajectories: int | None = None) -> list[_Lane]:
         """The lanes a batch of ``num_tasks`` tasks is split into (made on first use)."""
         cores = default_num_threads()
         wanted = self.num_lanes or (cores if self.family.steps_without_gil else 1)
-        return self.runner.lanes(lane_bounds(num_tasks, wanted))
+        runner = self.runner_for(num_trajectories or self.num_trajectories)
+        return runner.lanes(lane_bounds(num_tasks, wanted))
 
     def sample(self, tasks: Sequence[Task], policy: GaussianMLPPolicy, params: Params) -> Episodes:
-        """Roll out ``policy`` under ``params`` (shared, or one set per task) on every task."""
-        lanes = self.lanes_for(len(tasks))
-        starts = self.runner.reset(lanes, tasks, self.env_rng)  # the stream, slot by slot
-        noise = self.action_noise(len(tasks), lanes[0].env)
-        return join_episodes(self.runner.run(policy, lanes, starts, cpu_parameters(params), noise))
+        """Roll out ``policy`` under ``params`` (shared, or one set per task) on every task:
+        ``num_trajectories`` episodes each, then, with ``fill_steps``, rounds of further
+        episodes for the tasks short of ``num_trajectories × horizon`` steps (as many as their
+        mean episode length says they lack, each kept only while the task is short) until none
+        is, or a task has ``FILL_LIMIT × num_trajectories`` episodes; a task's unused slots of a
+        round are masked whole."""
+        episodes = self.sample_round(tasks, policy, params, self.num_trajectories)
+        if not self.fill_steps:
+            return episodes
+        budget = self.num_trajectories * self.lanes_for(len(tasks))[0].env.horizon
+        limit = FILL_LIMIT * self.num_trajectories
+        rounds, steps = [episodes], episodes.mask.sum((0, 2))
+        counts = torch.full_like(steps, self.num_trajectories)
+        while (short := torch.nonzero((steps < budget) & (counts < limit)).squeeze(1)).numel():
+            lacking = (budget - steps[short]) / (steps[short] / counts[short])
+            wanted = torch.minimum(lacking.ceil().clamp_min(1), limit - counts[short])
+            part = self.sample_round(
+                [tasks[int(i)] for i in short],
+                policy,
+                tasks_of(params, short),
+                int(wanted.max()),
+            )
+            part = on_tasks(until_reached(part, wanted, budget - steps[short]), short, len(tasks))
+            rounds.append(part)
+            steps, counts = steps + part.mask.sum((0, 2)), counts + part.episodes_per_task()
+        return join_episodes(rounds, dim=2)
 
-    def action_noise(self, num_tasks: int, env: BatchedEnv) -> torch.Tensor:
+    def sample_round(
+        self,
+        tasks: Sequence[Task],
+        policy: GaussianMLPPolicy,
+        params: Params,
+        num_trajectories: int,
+    ) -> Episodes:
+        """``num_trajectories`` episodes of ``policy`` on every task."""
+        runner = self.runner_for(num_trajectories)
+        lanes = self.lanes_for(len(tasks), num_trajectories)
+        starts = runner.reset(lanes, tasks, self.env_rng)  # the stream, slot by slot
+        noise = self.action_noise(len(tasks), lanes[0].env, num_trajectories)
+        return join_episodes(runner.run(policy, lanes, starts, cpu_parameters(params), noise))
+
+    def action_noise(
+        self, num_tasks: int, env: BatchedEnv, num_trajectories: int | None = None
+    ) -> torch.Tensor:
         """The standard normal noise of every action of a batch of ``num_tasks`` tasks,
         ``[horizon, num_tasks, num_trajectories, action_dim]``, drawn up front."""
-        shape = (env.horizon, num_tasks, self.num_trajectories, env.action_dim)
+        shape = (env.horizon, num_tasks, num_trajectories or self.num_trajectories, env.action_dim)
         return torch.randn(shape, generator=self.action_generator)
 
     def close(self) -> None:
         """Release the environments' resources (Meta-World's worker processes)."""
-        self.runner.close()
+        for runner in [self.runner, *self._fill_runners.values()]:
+            runner.close()
 
     def state_dict(self) -> dict[str, Any]:
         """The sampler's random streams, for exact resume."""
@@ -329,25 +393,67 @@ def _step_lane(
     )
 
 
-def join_episodes(parts: list[Episodes]) -> Episodes:
-    """Lanes' episodes side by side along the task axis, padded in time to the longest lane;
-    observations and actions are set to zero wherever the mask is, so that padded and unpadded
-    steps after an episode's end look alike whatever the lanes."""
+def join_episodes(parts: list[Episodes], dim: int = 1) -> Episodes:
+    """Episodes side by side along the task axis (``dim`` 1: lanes) or the trajectory axis
+    (``dim`` 2: rounds), padded in time to the longest part; observations and actions are set to
+    zero wherever the mask is, so that padded and unpadded steps after an episode's end look
+    alike whatever the parts."""
     steps = max(len(part.mask) for part in parts)
 
-    def padded(tensor: torch.Tensor) -> torch.Tensor:
-        extra = tensor.new_zeros((steps - len(tensor), *tensor.shape[1:]))
-        return torch.cat([tensor, extra])
+    def joined(tensors: list[torch.Tensor]) -> torch.Tensor:
+        padded = [torch.cat([t, t.new_zeros((steps - len(t), *t.shape[1:]))]) for t in tensors]
+        return torch.cat(padded, dim=dim)
 
-    mask = torch.cat([padded(part.mask) for part in parts], dim=1)
+    mask = joined([part.mask for part in parts])
     live = mask.unsqueeze(-1) > 0
     success = None
     if all(part.success is not None for part in parts):
-        success = torch.cat([padded(part.success) for part in parts], dim=1)  # type: ignore[arg-type]
+        success = joined([part.success for part in parts])  # type: ignore[misc]
     return Episodes(
-        observations=torch.cat([padded(p.observations) for p in parts], 1).where(live, 0.0),
-        actions=torch.cat([padded(p.actions) for p in parts], 1).where(live, 0.0),
-        rewards=torch.cat([padded(part.rewards) for part in parts], dim=1),
+        observations=joined([part.observations for part in parts]).where(live, 0.0),
+        actions=joined([part.actions for part in parts]).where(live, 0.0),
+        rewards=joined([part.rewards for part in parts]),
         mask=mask,
         success=success,
+    )
+
+
+def tasks_of(params: Params, indices: torch.Tensor) -> Params:
+    """The parameter sets of the tasks at ``indices`` when there is one per task (shared ones
+    as they are)."""
+    if params["log_std"].dim() == 1:
+        return params
+    return {name: p[indices.to(p.device)] for name, p in params.items()}
+
+
+def until_reached(episodes: Episodes, counts: torch.Tensor, lacking: torch.Tensor) -> Episodes:
+    """``episodes`` with, of task ``k``'s first ``counts[k]`` trajectories, those up to the one
+    that brings its steps to ``lacking[k]`` kept (the others masked whole, rewards zero)."""
+    lengths = episodes.mask.sum(0)  # [K, M]
+    before = lengths.cumsum(1) - lengths  # steps of the task's earlier trajectories
+    first = torch.arange(lengths.shape[1]) < counts.unsqueeze(1)
+    kept = first & (before < lacking.unsqueeze(1))
+    mask = episodes.mask * kept
+    return replace(
+        episodes,
+        rewards=episodes.rewards * mask,
+        mask=mask,
+        success=None if episodes.success is None else episodes.success * mask,
+    )
+
+
+def on_tasks(episodes: Episodes, indices: torch.Tensor, num_tasks: int) -> Episodes:
+    """Episodes of the tasks at ``indices`` placed among ``num_tasks`` tasks (the others with
+    no step taken)."""
+
+    def placed(tensor: torch.Tensor) -> torch.Tensor:
+        shape = (tensor.shape[0], num_tasks, *tensor.shape[2:])
+        return tensor.new_zeros(shape).index_copy_(1, indices, tensor)
+
+    return Episodes(
+        observations=placed(episodes.observations),
+        actions=placed(episodes.actions),
+        rewards=placed(episodes.rewards),
+        mask=placed(episodes.mask),
+        success=None if episodes.success is None else placed(episodes.success),
     )
