@@ -7,7 +7,7 @@ import torch
 
 from metarl import envs
 from metarl.agents.common.episodes import Episodes
-from metarl.agents.common.policies import GaussianMLPPolicy
+from metarl.agents.common.policies import GaussianMLPPolicy, Params
 from metarl.agents.common.sampling import FILL_LIMIT, BatchSampler
 
 
@@ -76,8 +76,8 @@ def test_sampler_is_reproducible_from_its_seed_and_state() -> None:
     assert not torch.equal(first.actions, second.actions)
 
 
-def _batches_by_lanes(family: envs.TaskFamily, lanes: tuple[int, ...]) -> dict[int, Episodes]:
-    """The same 5 tasks × 2 trajectories sampled with each number of lanes."""
+def _five_tasks(family: envs.TaskFamily) -> tuple[list, GaussianMLPPolicy, Params]:
+    """5 tasks, a small policy with a wide action noise and a parameter set per task."""
     tasks = family.sample_tasks(5)
     probe = family.make_batched_env(1)
     torch.manual_seed(0)
@@ -85,6 +85,12 @@ def _batches_by_lanes(family: envs.TaskFamily, lanes: tuple[int, ...]) -> dict[i
     per_task = {
         k: v.detach() + 0.5 * torch.randn(5, *v.shape) for k, v in policy.meta_parameters().items()
     }
+    return tasks, policy, per_task
+
+
+def _batches_by_lanes(family: envs.TaskFamily, lanes: tuple[int, ...]) -> dict[int, Episodes]:
+    """The same 5 tasks × 2 trajectories sampled with each number of lanes."""
+    tasks, policy, per_task = _five_tasks(family)
     batches = {}
     for count in lanes:
         sampler = BatchSampler(family, 2, seed=3, num_lanes=count)
@@ -130,13 +136,7 @@ def test_lanes_are_reproducible() -> None:
 def _filled_and_plain(family: envs.TaskFamily) -> tuple[Episodes, Episodes]:
     """5 tasks × 3 trajectories with per-task parameters, sampled with and without
     ``fill_steps`` from the same seed."""
-    tasks = family.sample_tasks(5)
-    probe = family.make_batched_env(1)
-    torch.manual_seed(0)
-    policy = GaussianMLPPolicy(probe.observation_dim, probe.action_dim, (16,), init_std=2.0)
-    params = {
-        k: v.detach() + 0.5 * torch.randn(5, *v.shape) for k, v in policy.meta_parameters().items()
-    }
+    tasks, policy, params = _five_tasks(family)
     filled = BatchSampler(family, 3, seed=3, fill_steps=True).sample(tasks, policy, params)
     return filled, BatchSampler(family, 3, seed=3).sample(tasks, policy, params)
 
