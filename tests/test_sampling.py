@@ -147,7 +147,8 @@ def test_fill_steps_gives_each_task_whose_episodes_ended_early_its_step_budget()
     )
     budget, steps, episodes = 3 * 30, filled.mask.sum((0, 2)), filled.episodes_per_task()
     assert (plain.mask.sum((0, 2)) < budget).any()  # some episodes reached the goal early
-    assert torch.all((steps >= budget) | (episodes == FILL_LIMIT * 3))
+    assert filled.mask.shape[2] <= FILL_LIMIT * 3  # the batch's bound
+    assert torch.all((steps >= budget) | (filled.mask.shape[2] == FILL_LIMIT * 3))
     last = torch.arange(filled.mask.shape[2]) * (filled.mask[0] > 0)  # each task's last episode
     last_length = filled.mask.sum(0).gather(1, last.argmax(1, keepdim=True)).squeeze(1)
     assert torch.all(steps - last_length < budget)  # no episode kept once the budget is reached
@@ -173,3 +174,39 @@ def test_fill_steps_changes_nothing_where_no_episode_ends_early() -> None:
     )
     for field in ("observations", "actions", "rewards", "mask"):
         assert torch.equal(getattr(filled, field), getattr(plain, field))
+
+
+def test_fill_rounds_sample_each_short_task_with_its_own_parameters() -> None:
+    """Tasks 1 and 3 reach their goal early (a fill round runs them alone): every action taken
+    is its task's own constant action, in every round."""
+    family = envs.make_family("Navigation2D", seed=0, goal_tolerance=0.05, horizon=30)
+    policy = GaussianMLPPolicy(2, 2, (8,), "tanh")
+    directions = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, -1.0], [-1.0, 0.0], [0.0, 1.0]])
+    tasks = [{"goal": [float(x), float(y)]} for x, y in directions]  # 10 steps away
+    for task in (0, 2, 4):  # goals the constant action never reaches
+        tasks[task]["goal"] = [-0.5 * float(directions[task, 0]) + 0.3, 0.0]
+    params = {
+        k: v.detach().expand(5, *v.shape).clone() for k, v in policy.meta_parameters().items()
+    }
+    params["layers.1.weight"].zero_()
+    params["layers.1.bias"].copy_(directions)
+    params["log_std"].fill_(-20.0)
+    episodes = BatchSampler(family, 2, seed=0, fill_steps=True).sample(tasks, policy, params)
+    taken = episodes.mask > 0
+    assert episodes.episodes_per_task().tolist() == [2, 2 * 30 // 10, 2, 2 * 30 // 10, 2]
+    for task in range(5):
+        actions = episodes.actions[:, task][taken[:, task]]
+        torch.testing.assert_close(actions, directions[task].expand_as(actions))
+
+
+def test_fill_rounds_keep_the_environments_of_one_round_only() -> None:
+    family = envs.make_family("Navigation2D", seed=0, goal_tolerance=0.3, horizon=30)
+    tasks, policy, params = _five_tasks(family)
+    sampler = BatchSampler(family, 3, seed=3, fill_steps=True)
+    sizes = set()
+    for _ in range(6):  # rounds of several sizes, for several numbers of short tasks
+        sampler.sample(tasks, policy, params)
+        fill = sampler.fill_runner(sampler._fill_runner.num_trajectories)  # type: ignore[union-attr]
+        sizes.add((fill.num_trajectories, *fill._lanes))
+        assert len(sampler.runner._lanes) == 1 and len(fill._lanes) == 1
+    assert len(sizes) > 1

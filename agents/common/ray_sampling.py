@@ -28,6 +28,7 @@ from metarl.agents.common.policies import GaussianMLPPolicy, Params
 from metarl.agents.common.ray_workers import Share, WorkerPool, first_line
 from metarl.agents.common.sampling import (
     BatchSampler,
+    LaneRunner,
     SamplerConfig,
     cpu_parameters,
     join_episodes,
@@ -83,16 +84,13 @@ class RaySampler(BatchSampler):
         self._policy: tuple[GaussianMLPPolicy, ray.ObjectRef] | None = None
 
     def sample_round(
-        self,
-        tasks: Sequence[Task],
-        policy: GaussianMLPPolicy,
-        params: Params,
-        num_trajectories: int,
+        self, tasks: Sequence[Task], policy: GaussianMLPPolicy, params: Params, runner: LaneRunner
     ) -> Episodes:
-        """``num_trajectories`` episodes of ``policy`` on every task, stepped by the workers."""
-        lanes = self.lanes_for(len(tasks), num_trajectories)
-        noise = self.action_noise(len(tasks), lanes[0].env, num_trajectories)
-        runner = self.runner_for(num_trajectories)
+        """``runner.num_trajectories`` episodes of ``policy`` on every task, stepped by the
+        workers (``runner``'s lanes here only advance the reset stream)."""
+        lanes = self.lanes_for(len(tasks), runner)
+        noise = self.action_noise(len(tasks), lanes[0].env, runner.num_trajectories)
+        name = self.name if runner is self.runner else f"{self.name}/fill"  # a worker's lanes
         shares = []
         for first_lane, last_lane in lane_bounds(len(lanes), self.pool.size):
             own = lanes[first_lane:last_lane]
@@ -101,9 +99,9 @@ class RaySampler(BatchSampler):
             runner.reset(own, tasks, self.env_rng)  # here only to advance the stream
             shares.append(
                 Share(
-                    sampler=f"{self.name}/{num_trajectories}",  # a round's size: lanes of its own
+                    sampler=name,
                     family=self._family,
-                    num_trajectories=num_trajectories,
+                    num_trajectories=runner.num_trajectories,
                     first=first,
                     tasks=list(tasks[first:last]),
                     bounds=[(lane.first - first, lane.last - first) for lane in own],

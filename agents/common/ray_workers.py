@@ -44,7 +44,7 @@ LOST = (RayActorError, ObjectLostError, NodeDiedError, WorkerCrashedError)
 exception raised by the sampling code itself is not among them: it propagates."""
 MIN_START_TIMEOUT_S = 60.0  # a new worker may take this long to start, at least
 MAX_ATTEMPTS = 3  # workers a share may lose in one sampling call before the pool gives up
-RUNNERS_KEPT = 4  # samplers (training, its evaluations) whose lanes a worker keeps
+RUNNERS_KEPT = 6  # samplers (training, its evaluations; with fill_steps two each) a worker keeps
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +99,18 @@ class SamplingWorker:
         return runner.run(policy, lanes, starts, own, share.noise)
 
     def _runner(self, share: Share) -> LaneRunner:
+        """The runner of the share's sampler, with the lanes of its latest task ranges only (a
+        sampler's fill rounds differ in size); a replaced or evicted runner is closed."""
         runner = self._runners.pop(share.sampler, None)
+        if runner is not None and runner.num_trajectories != share.num_trajectories:
+            runner.close()
+            runner = None
         if runner is None:
-            runner = LaneRunner(ray.get(share.family), share.num_trajectories, self.num_cores)
+            family = ray.get(share.family)
+            runner = LaneRunner(family, share.num_trajectories, self.num_cores, max_lane_sets=1)
         self._runners[share.sampler] = runner  # the most recently used last
         while len(self._runners) > RUNNERS_KEPT:
-            self._runners.popitem(last=False)
+            self._runners.popitem(last=False)[1].close()
         return runner
 
 

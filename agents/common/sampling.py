@@ -48,8 +48,8 @@ class _Lane:
 
 _LaneJob = tuple[_Lane, np.ndarray, Params, torch.Tensor]  # lane, first observations, θ, noise
 
-# With fill_steps, a task has at most this many times num_trajectories episodes: a batch's
-# tensors are padded to the longest episode, so one of very short episodes would grow unbounded.
+# With fill_steps, a batch has at most this many times the trajectory slots of its first round:
+# its tensors are padded to the longest episode, so very short episodes would grow it unbounded.
 FILL_LIMIT = 4
 
 
@@ -70,7 +70,8 @@ class SamplerConfig(BaseModel):
     # before it is treated as lost and replaced
     worker_timeout: PositiveFloat = 600.0
     # a step budget per task, as the MAML authors' sampler: a task whose episodes ended early
-    # (an Ant that fell) gets further episodes until it has num_trajectories × horizon steps
+    # (an Ant that fell) gets further episodes until it has num_trajectories × horizon steps;
+    # returns then average over every episode taken, short ones included (as the authors')
     fill_steps: bool = False
 
 
@@ -96,8 +97,9 @@ def task_parameters(params: Params, first: int, last: int) -> Params:
 
 
 class LaneRunner:
-    """Steps lanes (batched environments of one family, made on first use and kept) each on a
-    thread of its own, on ``num_cores`` cores (``None``: this process's).
+    """Steps lanes (batched environments of one family, made on first use and kept: the lane
+    sets of the last ``max_lane_sets`` task ranges, ``None``: all) each on a thread of its own,
+    on ``num_cores`` cores (``None``: this process's).
 
     While sampling, torch runs on ``policy_threads`` threads (restored afterwards; ``None``
     leaves torch's setting): the simulator's threads use the cores, and idle torch threads that
@@ -107,11 +109,16 @@ class LaneRunner:
     policy_threads: int | None = 1
 
     def __init__(
-        self, family: TaskFamily, num_trajectories: int, num_cores: int | None = None
+        self,
+        family: TaskFamily,
+        num_trajectories: int,
+        num_cores: int | None = None,
+        max_lane_sets: int | None = None,
     ) -> None:
         self.family = family
         self.num_trajectories = num_trajectories
         self.num_cores = num_cores
+        self.max_lane_sets = max_lane_sets
         self._lanes: dict[tuple[tuple[int, int], ...], list[_Lane]] = {}
         self._executor: ThreadPoolExecutor | None = None  # runs all lanes but the first
         self._executor_size = 0
@@ -121,6 +128,9 @@ class LaneRunner:
         """The lanes of the task ranges ``bounds`` (``first:last`` each, in task order)."""
         key = tuple(bounds)
         if key not in self._lanes:  # each run of a lane sets its threads (_step_lane)
+            while self.max_lane_sets is not None and len(self._lanes) >= self.max_lane_sets:
+                for lane in self._lanes.pop(next(iter(self._lanes))):  # the oldest
+                    lane.env.close()
             cores = max(1, (self.num_cores or default_num_threads()) // len(key))
             self._lanes[key] = [
                 _Lane(
@@ -232,63 +242,63 @@ class BatchSampler:
             int(seeds[1].generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
         )
         self.runner = LaneRunner(family, num_trajectories)
-        self._fill_runners: dict[int, LaneRunner] = {}  # by episodes per task of a fill round
+        self._fill_runner: LaneRunner | None = None
 
-    def runner_for(self, num_trajectories: int) -> LaneRunner:
-        """The lane runner of rounds of ``num_trajectories`` episodes per task."""
-        if num_trajectories == self.num_trajectories:
-            return self.runner
-        if num_trajectories not in self._fill_runners:
-            self._fill_runners[num_trajectories] = LaneRunner(self.family, num_trajectories)
-        return self._fill_runners[num_trajectories]
+    def fill_runner(self, num_trajectories: int) -> LaneRunner:
+        """The lane runner of a fill round of ``num_trajectories`` episodes per task: one at a
+        time, keeping the lanes of its latest round only (rounds differ in size)."""
+        if self._fill_runner is None or self._fill_runner.num_trajectories != num_trajectories:
+            if self._fill_runner is not None:
+                self._fill_runner.close()
+            self._fill_runner = LaneRunner(self.family, num_trajectories, max_lane_sets=1)
+        return self._fill_runner
 
-    def lanes_for(self, num_tasks: int, num_trajectories: int | None = None) -> list[_Lane]:
-        """The lanes a batch of ``num_tasks`` tasks is split into (made on first use)."""
+    def lanes_for(self, num_tasks: int, runner: LaneRunner | None = None) -> list[_Lane]:
+        """The lanes of ``runner`` (default: the sampler's own) a batch of ``num_tasks`` tasks is
+        split into (made on first use)."""
         cores = default_num_threads()
         wanted = self.num_lanes or (cores if self.family.steps_without_gil else 1)
-        runner = self.runner_for(num_trajectories or self.num_trajectories)
-        return runner.lanes(lane_bounds(num_tasks, wanted))
+        return (runner or self.runner).lanes(lane_bounds(num_tasks, wanted))
 
     def sample(self, tasks: Sequence[Task], policy: GaussianMLPPolicy, params: Params) -> Episodes:
         """Roll out ``policy`` under ``params`` (shared, or one set per task) on every task:
         ``num_trajectories`` episodes each, then, with ``fill_steps``, rounds of further
-        episodes for the tasks short of ``num_trajectories × horizon`` steps (as many as their
-        mean episode length says they lack, each kept only while the task is short) until none
-        is, or a task has ``FILL_LIMIT × num_trajectories`` episodes; a task's unused slots of a
+        episodes (at most ``num_trajectories`` per task and round) for the tasks short of
+        ``num_trajectories × horizon`` steps, as many as their mean episode length says they
+        lack, each kept only while the task is short; until none is, or the batch has
+        ``FILL_LIMIT`` times its first round's trajectory slots.  A task's unused slots of a
         round are masked whole."""
-        episodes = self.sample_round(tasks, policy, params, self.num_trajectories)
+        episodes = self.sample_round(tasks, policy, params, self.runner)
         if not self.fill_steps:
             return episodes
         budget = self.num_trajectories * self.lanes_for(len(tasks))[0].env.horizon
-        limit = FILL_LIMIT * self.num_trajectories
+        slots, limit = self.num_trajectories, FILL_LIMIT * self.num_trajectories
         rounds, steps = [episodes], episodes.mask.sum((0, 2))
-        counts = torch.full_like(steps, self.num_trajectories)
-        while (short := torch.nonzero((steps < budget) & (counts < limit)).squeeze(1)).numel():
+        counts = episodes.episodes_per_task()
+        while slots < limit and (short := torch.nonzero(steps < budget).squeeze(1)).numel():
             lacking = (budget - steps[short]) / (steps[short] / counts[short])
-            wanted = torch.minimum(lacking.ceil().clamp_min(1), limit - counts[short])
+            wanted = lacking.ceil().clamp(1, min(self.num_trajectories, limit - slots))
+            size = int(wanted.max())
             part = self.sample_round(
                 [tasks[int(i)] for i in short],
                 policy,
                 tasks_of(params, short),
-                int(wanted.max()),
+                self.fill_runner(size),
             )
             part = on_tasks(until_reached(part, wanted, budget - steps[short]), short, len(tasks))
             rounds.append(part)
             steps, counts = steps + part.mask.sum((0, 2)), counts + part.episodes_per_task()
+            slots += size
         return join_episodes(rounds, dim=2)
 
     def sample_round(
-        self,
-        tasks: Sequence[Task],
-        policy: GaussianMLPPolicy,
-        params: Params,
-        num_trajectories: int,
+        self, tasks: Sequence[Task], policy: GaussianMLPPolicy, params: Params, runner: LaneRunner
     ) -> Episodes:
-        """``num_trajectories`` episodes of ``policy`` on every task."""
-        runner = self.runner_for(num_trajectories)
-        lanes = self.lanes_for(len(tasks), num_trajectories)
+        """``runner.num_trajectories`` episodes of ``policy`` on every task, on ``runner``'s
+        lanes."""
+        lanes = self.lanes_for(len(tasks), runner)
         starts = runner.reset(lanes, tasks, self.env_rng)  # the stream, slot by slot
-        noise = self.action_noise(len(tasks), lanes[0].env, num_trajectories)
+        noise = self.action_noise(len(tasks), lanes[0].env, runner.num_trajectories)
         return join_episodes(runner.run(policy, lanes, starts, cpu_parameters(params), noise))
 
     def action_noise(
@@ -301,8 +311,9 @@ class BatchSampler:
 
     def close(self) -> None:
         """Release the environments' resources (Meta-World's worker processes)."""
-        for runner in [self.runner, *self._fill_runners.values()]:
-            runner.close()
+        for runner in (self.runner, self._fill_runner):
+            if runner is not None:
+                runner.close()
 
     def state_dict(self) -> dict[str, Any]:
         """The sampler's random streams, for exact resume."""
