@@ -327,6 +327,12 @@ def _add_adaptation_arguments(parser: argparse.ArgumentParser, num_tasks: int) -
         help="step size of the later steps (default: half the first)",
     )
     parser.add_argument(
+        "--fill-steps",
+        action=argparse.BooleanOptionalAction,
+        help="fill each task to trajectories × horizon steps where episodes end early, as the "
+        "MAML authors' test (sampler.fill_steps; default: the run's)",
+    )
+    parser.add_argument(
         "--ray-address",
         metavar="ADDRESS",
         help="sample on the Ray cluster at ADDRESS with the run's sampler settings (auto: the "
@@ -618,6 +624,7 @@ def adaptation_settings(args: argparse.Namespace):  # noqa: ANN201 - imported la
         inner_lr=args.inner_lr,
         later_inner_lr=args.later_inner_lr,
         seed=args.seed,
+        fill_steps=args.fill_steps,
     )
 
 

@@ -56,6 +56,7 @@ class AdaptationSettings:
     inner_lr: float | None = None
     later_inner_lr: float | None = None
     seed: int = 0
+    fill_steps: bool | None = None  # the sampler's step budget per task (sampler.fill_steps)
 
     def step_sizes(self, config: Config) -> list[float]:
         """α of each inner step: ``inner_lr`` first, then ``later_inner_lr`` (α/2 by default)."""
@@ -65,6 +66,13 @@ class AdaptationSettings:
 
     def trajectories(self, config: Config) -> int:
         return self.num_trajectories or config.algorithm.num_trajectories
+
+    def sampling_config(self, config: Config) -> Config:
+        """``config`` with the sampler these settings adapt with."""
+        if self.fill_steps is None or self.fill_steps == config.sampler.fill_steps:
+            return config
+        sampler = config.sampler.model_copy(update={"fill_steps": self.fill_steps})
+        return config.model_copy(update={"sampler": sampler})
 
 
 @dataclass
@@ -136,6 +144,7 @@ def adapt_to_tasks(
     sampler_seed: int,
 ) -> Adaptation:
     """Adapt ``policy`` to ``tasks`` of ``family`` as :func:`adapt_to_held_out_tasks` does."""
+    config = settings.sampling_config(config)
     sampler = build_sampler(config, family, settings.trajectories(config), sampler_seed)
     agent = PolicyGradientAdaptation(policy, config.algorithm)
     params: Params = policy.meta_parameters()
@@ -262,7 +271,7 @@ def evaluate(
 ) -> Evaluation:
     """Adapt ``run``'s policy to held-out tasks per the paper's protocol (with the first step
     size chosen from ``step_size_grid`` by :func:`choose_step_size`, if given)."""
-    config = run.config
+    config = settings.sampling_config(run.config)
     choice = None
     if step_size_grid:
         if settings.num_steps == 0:
@@ -361,6 +370,8 @@ def write_evaluation(
     tasks = f"{evaluation.family}: {len(evaluation.tasks)} held-out tasks (seed {evaluation.seed})"
     sizes = ", ".join(f"{size:g}" for size in evaluation.step_sizes)
     sampling = f"{evaluation.num_trajectories} trajectories per task and step, α = {sizes}"
+    if evaluation.config.get("sampler", {}).get("fill_steps"):
+        sampling += f"; each task filled to {evaluation.num_trajectories} × horizon steps"
     choice = evaluation.step_size_choice
     chosen = ""
     if choice is not None:

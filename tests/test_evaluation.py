@@ -152,3 +152,39 @@ def test_paper_curve_only_where_the_paper_has_numbers(family: str, preset: str, 
 def test_step_sizes_follow_a_negative_inner_step() -> None:
     config = load_config(None, ["algorithm.inner_lr=-0.2"])
     assert AdaptationSettings(num_steps=3).step_sizes(config) == [-0.2, -0.1, -0.1]
+
+
+def test_fill_steps_is_the_run_s_unless_a_flag_says_otherwise(tmp_path: Path) -> None:
+    """A run trained with a step budget per task adapts with it (the rollout before any step
+    is the filled sampler's); ``--no-fill-steps`` adapts without, ``--fill-steps`` with."""
+    settings = ["--set", "sampler.fill_steps=true", "--set", "env.kwargs.goal_tolerance=0.3"]
+    run_dir = train_tiny_run(tmp_path / "run", *settings)
+    runs = {}
+    for flags in ([], ["--no-fill-steps"], ["--fill-steps"]):
+        out = tmp_path / ("default" if not flags else flags[0])
+        assert (
+            main(
+                [
+                    "evaluate",
+                    str(run_dir),
+                    "--tasks",
+                    "6",
+                    "--steps",
+                    "1",
+                    *flags,
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
+        runs[flags[0] if flags else "default"] = read_json(out / "evaluation.json")
+    assert [r["config"]["sampler"]["fill_steps"] for r in runs.values()] == [True, False, True]
+    assert runs["default"]["returns"] == runs["--fill-steps"]["returns"]
+    assert runs["default"]["returns"] != runs["--no-fill-steps"]["returns"]
+    assert "filled to 2 × horizon steps" in (tmp_path / "default" / "evaluation.md").read_text()
+    run = load_run(run_dir)
+    family = held_out_family(run.config, 0)
+    sampler = BatchSampler(family, 2, held_out_seeds(0)["sampler"], fill_steps=True)
+    episodes = sampler.sample(family.sample_tasks(6), run.policy, run.policy.meta_parameters())
+    assert runs["default"]["returns"][0] == episodes.returns_per_task().tolist()
