@@ -90,7 +90,8 @@ class RaySampler(BatchSampler):
         workers (``runner``'s lanes here only advance the reset stream)."""
         lanes = self.lanes_for(len(tasks), runner)
         noise = self.action_noise(len(tasks), lanes[0].env, runner.num_trajectories)
-        name = self.name if runner is self.runner else f"{self.name}/fill"  # a worker's lanes
+        fill_round = runner is not self.runner
+        name = f"{self.name}/fill" if fill_round else self.name  # the lanes a worker keeps
         shares = []
         for first_lane, last_lane in lane_bounds(len(lanes), self.pool.size):
             own = lanes[first_lane:last_lane]
@@ -107,6 +108,7 @@ class RaySampler(BatchSampler):
                     bounds=[(lane.first - first, lane.last - first) for lane in own],
                     reset_state=reset_state,
                     noise=noise[:, first:last].clone(),  # a slice would carry all the noise
+                    fill_round=fill_round,
                 )
             )
         params_ref = ray.put(cpu_parameters(params))

@@ -44,7 +44,7 @@ LOST = (RayActorError, ObjectLostError, NodeDiedError, WorkerCrashedError)
 exception raised by the sampling code itself is not among them: it propagates."""
 MIN_START_TIMEOUT_S = 60.0  # a new worker may take this long to start, at least
 MAX_ATTEMPTS = 3  # workers a share may lose in one sampling call before the pool gives up
-RUNNERS_KEPT = 6  # samplers (training, its evaluations; with fill_steps two each) a worker keeps
+RUNNERS_KEPT = 6  # runners of samplers (training, its evaluations; with fill_steps, 2 each)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class Share:
     bounds: list[tuple[int, int]]  # its lanes' task ranges, counted from ``first``
     reset_state: Mapping[str, Any]  # the reset stream's state at its first lane
     noise: torch.Tensor  # [horizon, len(tasks), num_trajectories, action_dim]
+    fill_round: bool = False  # a fill round's (fill_steps): its lanes are kept until the next
 
     @property
     def last(self) -> int:
@@ -99,15 +100,16 @@ class SamplingWorker:
         return runner.run(policy, lanes, starts, own, share.noise)
 
     def _runner(self, share: Share) -> LaneRunner:
-        """The runner of the share's sampler, with the lanes of its latest task ranges only (a
-        sampler's fill rounds differ in size); a replaced or evicted runner is closed."""
+        """The runner of the share's sampler (of its fill rounds: with the lanes of the latest
+        one only, as they differ in size); a replaced or evicted runner is closed."""
         runner = self._runners.pop(share.sampler, None)
         if runner is not None and runner.num_trajectories != share.num_trajectories:
             runner.close()
             runner = None
         if runner is None:
             family = ray.get(share.family)
-            runner = LaneRunner(family, share.num_trajectories, self.num_cores, max_lane_sets=1)
+            kept = 1 if share.fill_round else None
+            runner = LaneRunner(family, share.num_trajectories, self.num_cores, kept)
         self._runners[share.sampler] = runner  # the most recently used last
         while len(self._runners) > RUNNERS_KEPT:
             self._runners.popitem(last=False)[1].close()

@@ -96,6 +96,14 @@ def task_parameters(params: Params, first: int, last: int) -> Params:
     return {name: p[first:last] for name, p in params.items()}
 
 
+def tasks_of(params: Params, indices: torch.Tensor) -> Params:
+    """The parameter sets of the tasks at ``indices`` when there is one per task (shared ones
+    as they are)."""
+    if params["log_std"].dim() == 1:
+        return params
+    return {name: p[indices.to(p.device)] for name, p in params.items()}
+
+
 class LaneRunner:
     """Steps lanes (batched environments of one family, made on first use and kept: the lane
     sets of the last ``max_lane_sets`` task ranges, ``None``: all) each on a thread of its own,
@@ -427,14 +435,6 @@ def join_episodes(parts: list[Episodes], dim: int = 1) -> Episodes:
         mask=mask,
         success=success,
     )
-
-
-def tasks_of(params: Params, indices: torch.Tensor) -> Params:
-    """The parameter sets of the tasks at ``indices`` when there is one per task (shared ones
-    as they are)."""
-    if params["log_std"].dim() == 1:
-        return params
-    return {name: p[indices.to(p.device)] for name, p in params.items()}
 
 
 def until_reached(episodes: Episodes, counts: torch.Tensor, lacking: torch.Tensor) -> Episodes:
