@@ -309,12 +309,10 @@ class BatchSampler:
         noise = self.action_noise(len(tasks), lanes[0].env, runner.num_trajectories)
         return join_episodes(runner.run(policy, lanes, starts, cpu_parameters(params), noise))
 
-    def action_noise(
-        self, num_tasks: int, env: BatchedEnv, num_trajectories: int | None = None
-    ) -> torch.Tensor:
+    def action_noise(self, num_tasks: int, env: BatchedEnv, num_trajectories: int) -> torch.Tensor:
         """The standard normal noise of every action of a batch of ``num_tasks`` tasks,
         ``[horizon, num_tasks, num_trajectories, action_dim]``, drawn up front."""
-        shape = (env.horizon, num_tasks, num_trajectories or self.num_trajectories, env.action_dim)
+        shape = (env.horizon, num_tasks, num_trajectories, env.action_dim)
         return torch.randn(shape, generator=self.action_generator)
 
     def close(self) -> None:
