@@ -40,11 +40,9 @@ FAMILY_MODULES = {
     "MetaWorldML1": "metarl.envs.metaworld",  # needs Meta-World (metarl.envs.metaworld_compat)
     "MetaWorldML10": "metarl.envs.metaworld",
 }
-# Where each family's single-task gymnasium class lives (default: metarl.envs.gym_env).
-ENV_CLASS_MODULES = {
-    "MetaWorldML1": "metarl.envs.metaworld",
-    "MetaWorldML10": "metarl.envs.metaworld",
-}
+# The families whose single-task gymnasium class lives in their own module (the others':
+# metarl.envs.gym_env).
+OWN_ENV_CLASS = frozenset({"MetaWorldML1", "MetaWorldML10"})
 _LAZY_NAMES = {
     "BatchedEnv": "base",
     "RenderError": "base",
@@ -91,9 +89,14 @@ def task_env_class(family: str) -> type[TaskEnv]:
     """The single-task environment class of ``family`` (what ``gymnasium.make`` builds for its
     id)."""
     family_class(family)
-    module = ENV_CLASS_MODULES.get(family, "metarl.envs.gym_env")
-    env_class: type[TaskEnv] = getattr(importlib.import_module(module), f"{family}Env")
+    module = importlib.import_module(env_class_module(family))
+    env_class: type[TaskEnv] = getattr(module, f"{family}Env")
     return env_class
+
+
+def env_class_module(family: str) -> str:
+    """The module of ``family``'s single-task environment class."""
+    return FAMILY_MODULES[family] if family in OWN_ENV_CLASS else "metarl.envs.gym_env"
 
 
 def make_task_env(family: str, **kwargs: Any) -> TaskEnv:
@@ -113,10 +116,9 @@ def _register_all() -> None:
     for name in FAMILY_MODULES:
         env_id = f"metarl/{name}-v0"
         if env_id not in gym.registry:
-            module = ENV_CLASS_MODULES.get(name, "metarl.envs.gym_env")
             gym.register(
                 id=env_id,
-                entry_point=f"{module}:{name}Env",
+                entry_point=f"{env_class_module(name)}:{name}Env",
                 vector_entry_point=functools.partial(make_task_vector_env, name),
                 max_episode_steps=None,  # the environment truncates at its preset's horizon
                 disable_env_checker=False,
