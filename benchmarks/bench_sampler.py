@@ -20,6 +20,10 @@ For each family and physics preset, one run times in interleaved rounds (medians
 * sampler: ``BatchSampler.sample`` with a GaussianMLPPolicy (100-100 ReLU) and one adapted
   parameter set per task, as in post-update sampling, over episodes of ``--steps`` steps
   (reset and batch assembly included);
+* sampler+fill: the same with ``fill_steps`` (rounds of further episodes for the tasks whose
+  episodes ended early, up to trajectories x steps per task, as the MAML authors' sampler);
+  its rate counts the steps of every round.  Where no episode ends early it is the plain
+  sampler's batch.  Also printed: its steps per batch against the plain sampler's;
 * policy: the policy's actions alone, on one thread, for the observations of the sampler's
   previous batch (every step of every slot, in lane-sized calls, as the lanes make them).
 
@@ -67,6 +71,8 @@ class Case:
         self.env = self.raw.env
         self.tasks = self.family.sample_tasks(args.tasks)
         self.sampler = BatchSampler(self.family, args.trajectories, seed=0)
+        self.fill_sampler = BatchSampler(self.family, args.trajectories, seed=0, fill_steps=True)
+        self.batch_steps: dict[str, list[float]] = {"sampler": [], "sampler+fill": []}
         self.recorded: list[Recorded] = []
         record_batches(self.sampler, self.recorded)
         torch.manual_seed(0)
@@ -87,11 +93,15 @@ class Case:
             self.env.step(action)
         return live / (time.perf_counter() - start)
 
-    def time_sampler(self) -> float:
-        self.recorded.clear()
+    def time_sampler(self, fill: bool = False) -> float:
+        sampler, key = (self.fill_sampler, "sampler+fill") if fill else (self.sampler, "sampler")
+        if not fill:
+            self.recorded.clear()  # the plain sampler's batches are kept for the replays
         start = time.perf_counter()
-        episodes = self.sampler.sample(self.tasks, self.policy, self.params)
-        return float(episodes.mask.sum()) / (time.perf_counter() - start)
+        episodes = sampler.sample(self.tasks, self.policy, self.params)
+        steps = float(episodes.mask.sum())
+        self.batch_steps[key].append(steps)
+        return steps / (time.perf_counter() - start)
 
     def time_policy(self) -> float:
         """Slot-steps per second of the policy alone, on one thread, over the observations of
@@ -161,23 +171,24 @@ def main() -> None:
             case = Case(name, preset, args)
             columns = ["raw", "raw-replay"]
             columns += ["replay+probe"] if case.raw.has_probe else []
-            columns += ["env", "sampler", "policy"]
+            columns += ["env", "sampler", "sampler+fill", "policy"]
             workloads: dict[str, Callable[[], float]] = {
                 "raw": case.time_raw,
                 "raw-replay": case.time_replay,
                 "replay+probe": functools.partial(case.time_replay, True),
                 "env": case.time_env,
                 "sampler": case.time_sampler,
+                "sampler+fill": functools.partial(case.time_sampler, True),
                 "policy": case.time_policy,
             }
             case.time_sampler()  # warm up: thread pools, allocations
+            case.time_sampler(fill=True)
             rounds = []
             for index in range(args.rounds):  # interleaved, in rotating order
                 shift = index % len(columns)
                 order = columns[shift:] + columns[:shift]
-                if order[0] != "sampler":  # the replays and the policy reuse its last batch
-                    order.remove("sampler")
-                    order.insert(0, "sampler")
+                order.remove("sampler")  # the replays and the policy reuse its last batch
+                order.insert(0, "sampler")
                 rates = {key: workloads[key]() for key in order}
                 cores, required = default_num_threads(), rates[required_physics(rates)]
                 rates["ceiling"] = 1 / (1 / required + 1 / (cores * rates["policy"]))
@@ -189,6 +200,12 @@ def main() -> None:
                     + "".join(f"{ratio:>{w}.3f}" for ratio, w in zip(ratios, (8, 9, 11, 10))),
                     flush=True,
                 )
+            steps = {key: statistics.median(values) for key, values in case.batch_steps.items()}
+            print(
+                f"{name:<16}{preset:<11}steps per batch: sampler {steps['sampler']:,.0f}, "
+                f"sampler+fill {steps['sampler+fill']:,.0f} "
+                f"({steps['sampler+fill'] / steps['sampler']:.2f}x)"
+            )
 
 
 if __name__ == "__main__":
