@@ -55,13 +55,15 @@ class AdaptationSettings:
     num_steps: int = 3
     inner_lr: float | None = None
     later_inner_lr: float | None = None
+    later_ratio: float = 0.5  # with later_inner_lr None: the later steps' α over the first's
     seed: int = 0
     fill_steps: bool | None = None  # the sampler's step budget per task (sampler.fill_steps)
 
     def step_sizes(self, config: Config) -> list[float]:
-        """α of each inner step: ``inner_lr`` first, then ``later_inner_lr`` (α/2 by default)."""
+        """α of each inner step: ``inner_lr`` first, then ``later_inner_lr`` (by default
+        ``later_ratio`` × the first: α/2)."""
         first = config.algorithm.inner_lr if self.inner_lr is None else self.inner_lr
-        later = first / 2 if self.later_inner_lr is None else self.later_inner_lr
+        later = first * self.later_ratio if self.later_inner_lr is None else self.later_inner_lr
         return [first] + [later] * (self.num_steps - 1) if self.num_steps else []
 
     def trajectories(self, config: Config) -> int:
@@ -251,7 +253,8 @@ class StepSizeChoice:
 def choose_step_size(
     run: LoadedRun, settings: AdaptationSettings, grid: Sequence[float], num_tasks: int = 10
 ) -> StepSizeChoice:
-    """Score each first step size of ``grid`` (later steps: half of it, or ``later_inner_lr``)
+    """Score each first step size of ``grid`` (later steps: ``later_ratio`` of it, or
+    ``later_inner_lr``)
     by the mean return after steps 1..K on ``num_tasks`` tasks of the run's training stream,
     and choose the best: the honest way to tune a method's fine-tuning step size."""
     seeds = derived_seeds(run.config.train.seed)

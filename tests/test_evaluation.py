@@ -154,6 +154,17 @@ def test_step_sizes_follow_a_negative_inner_step() -> None:
     assert AdaptationSettings(num_steps=3).step_sizes(config) == [-0.2, -0.1, -0.1]
 
 
+def test_later_steps_are_a_ratio_of_the_first_unless_set() -> None:
+    config = load_config(None, ["algorithm.inner_lr=0.2"])
+    assert AdaptationSettings(num_steps=3, later_ratio=0.01).step_sizes(config) == [
+        0.2,
+        0.002,
+        0.002,
+    ]
+    settings = AdaptationSettings(num_steps=2, inner_lr=1.0, later_inner_lr=0.3, later_ratio=0.01)
+    assert settings.step_sizes(config) == [1.0, 0.3]
+
+
 def test_fill_steps_is_the_run_s_unless_a_flag_says_otherwise(tmp_path: Path) -> None:
     """A run trained with a step budget per task adapts with it (the rollout before any step
     is the filled sampler's); ``--no-fill-steps`` adapts without, ``--fill-steps`` with."""
