@@ -112,6 +112,12 @@ class BatchedEnv(ABC):
         vectorised training, where each slot resets as soon as its episode ends."""
         raise NotImplementedError(f"{type(self).__name__} cannot reset single slots")
 
+    def end_slots(self, slots: np.ndarray) -> None:
+        """End the episodes of the ``slots`` (a boolean mask) now, as if they had terminated:
+        no step simulates them again before a reset.  For batches that need fewer episodes
+        of some tasks than they have slots."""
+        self.alive = self.alive & ~slots
+
     def _assign_tasks(self, slots: np.ndarray, tasks: Sequence[Task]) -> np.ndarray:
         """Give the ``slots`` their new ``tasks``; returns the slots' indices."""
         index = np.flatnonzero(slots)
@@ -161,6 +167,9 @@ class OracleObservation(BatchedEnv):
     @property
     def alive(self) -> np.ndarray:  # type: ignore[override]
         return self.env.alive
+
+    def end_slots(self, slots: np.ndarray) -> None:
+        self.env.end_slots(slots)
 
     def set_tasks(self, tasks: Sequence[Task]) -> None:
         super().set_tasks(tasks)

@@ -326,7 +326,8 @@ class MetaWorldBatchedEnv(BatchedEnv):
         action = np.clip(action, -1.0, 1.0)
         reward, success = np.zeros(self.num_envs), np.zeros(self.num_envs)
         for slot, env in enumerate(self._slot_envs()):
-            if env.curr_path_length < self.horizon:  # past it, a slot stays as it is
+            # an ended slot (end_slots), or one past the horizon, stays as it is
+            if self.alive[slot] and env.curr_path_length < self.horizon:
                 observation, reward[slot], _, _, info = env.step(action[slot])
                 self._observation[slot] = observation
                 success[slot] = float(info["success"])

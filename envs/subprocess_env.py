@@ -138,6 +138,9 @@ class SubprocessBatchedEnv(BatchedEnv):
         rngs = self._block_generators(rng)
         return np.concatenate(self._call("reset_slots", block_slots, block_tasks, rngs))
 
+    def end_slots(self, slots: np.ndarray) -> None:
+        self._call("end_slots", self._blocks(slots))
+
     def step(self, action: np.ndarray) -> StepResult:
         results: list[StepResult] = self._call("step", self._blocks(np.asarray(action)))
         return StepResult(

@@ -278,7 +278,7 @@ def test_slot_results_do_not_depend_on_the_batch(family, preset):
     thread scheduling and vectorised post-processing cannot change results."""
     batch, _, _ = rollout_env(family, preset, num_envs=5, num_steps=3)
     states = batch.sim.state.copy()
-    batch.alive[[1, 3]] = False
+    batch.end_slots(np.isin(np.arange(5), [1, 3]))
     singles = {}
     for slot in (0, 2, 4):
         single = batch.family.make_batched_env(1)
@@ -309,7 +309,7 @@ def test_threads_change_nothing(family, preset):
     envs_by_threads = {}
     for threads in (1, 2, 3):
         env, _, _ = rollout_env(family, preset, num_envs=6, num_steps=2, seed=2)
-        env.alive[4] = False
+        env.end_slots(np.arange(6) == 4)
         env.use_threads(threads)
         envs_by_threads[threads] = env
     actions = np.random.default_rng(6).uniform(-1, 1, size=(4, 6, env.action_dim))

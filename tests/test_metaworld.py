@@ -112,13 +112,18 @@ def test_worker_processes_step_as_this_process_does() -> None:
     assert (workers.observation_dim, workers.action_dim, workers.horizon) == (39, 4, 6)
     for env in (local, workers):
         env.set_tasks(tasks)
-    np.testing.assert_array_equal(
-        local.reset(np.random.default_rng(0)), workers.reset(np.random.default_rng(0))
-    )
+    start = local.reset(np.random.default_rng(0))
+    np.testing.assert_array_equal(start, workers.reset(np.random.default_rng(0)))
+    ended = np.array([False, False, True, False, False])
+    for env in (local, workers):
+        env.end_slots(ended)
+        np.testing.assert_array_equal(env.alive, ~ended)
     actions = np.random.default_rng(2).uniform(-1, 1, size=(8, 5, 4))
     restart = np.array([False, True, False, False, True])
     for step, action in enumerate(actions):  # past the horizon too: slots then stay put
         ours, theirs = local.step(action), workers.step(action)
+        np.testing.assert_array_equal(ours.observation[2], start[2])  # ended: never stepped
+        assert ours.reward[2] == 0
         np.testing.assert_array_equal(ours.observation, theirs.observation)
         np.testing.assert_array_equal(ours.reward, theirs.reward)
         np.testing.assert_array_equal(ours.info["success"], theirs.info["success"])

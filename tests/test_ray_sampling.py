@@ -112,6 +112,13 @@ def test_ray_fills_steps_as_the_local_sampler(cluster: Cluster) -> None:
     assert_same(remote_batch, local.sample(tasks, policy, per_task(policy, len(tasks))))
     assert remote_batch.mask.shape[2] > 3  # episodes were added
     assert remote.state_dict()["env_rng"] == local.state_dict()["env_rng"]
+    wanted = [2, 1, 3, 1, 2]  # a fill round's: the workers end the surplus slots at the reset
+    rounds = [
+        sampler.sample_round(tasks, policy, per_task(policy, 5), sampler.fill_runner(3), wanted)
+        for sampler in (remote, local)
+    ]
+    assert_same(*rounds)
+    assert torch.all(rounds[0].mask[0].sum(1) == torch.tensor(wanted))
 
 
 def test_a_worker_killed_while_sampling_is_replaced_and_the_batch_is_the_same(

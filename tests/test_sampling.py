@@ -199,6 +199,33 @@ def test_fill_rounds_sample_each_short_task_with_its_own_parameters() -> None:
         torch.testing.assert_close(actions, directions[task].expand_as(actions))
 
 
+@pytest.mark.parametrize(
+    ("family_name", "kwargs"),
+    [("Navigation2D", {"goal_tolerance": 0.3, "horizon": 30}), ("AntVel", {"horizon": 20})],
+)
+def test_a_round_of_fewer_episodes_for_some_tasks_leaves_the_others_as_they_were(
+    family_name: str, kwargs: dict
+) -> None:
+    """A fill round's surplus slots end at the reset (never simulated): masked whole from
+    the first step, and every wanted episode bit for bit the one of a round without."""
+    family = envs.make_family(family_name, seed=0, **kwargs)
+    tasks, policy, params = _five_tasks(family)
+    wanted = [3, 1, 2, 1, 3]
+    rounds = []
+    for counts in (None, wanted):
+        sampler = BatchSampler(family, 3, seed=4)
+        runner = sampler.fill_runner(3)
+        rounds.append(sampler.sample_round(tasks, policy, params, runner, counts))
+    full, fewer = rounds
+    kept = torch.arange(3) < torch.tensor(wanted).unsqueeze(1)  # [task, trajectory]
+    assert torch.all(fewer.mask[:, ~kept] == 0) and torch.all(fewer.rewards[:, ~kept] == 0)
+    assert torch.all(fewer.mask[0, kept] == 1)
+    steps = len(fewer.mask)
+    for field in ("observations", "actions", "rewards", "mask"):
+        assert torch.equal(getattr(fewer, field)[:, kept], getattr(full, field)[:steps, kept])
+    assert torch.all(full.mask[steps:, kept] == 0)  # no wanted episode ran longer
+
+
 def test_fill_rounds_keep_the_environments_of_one_round_only() -> None:
     family = envs.make_family("Navigation2D", seed=0, goal_tolerance=0.3, horizon=30)
     tasks, policy, params = _five_tasks(family)

@@ -84,10 +84,16 @@ class RaySampler(BatchSampler):
         self._policy: tuple[GaussianMLPPolicy, ray.ObjectRef] | None = None
 
     def sample_round(
-        self, tasks: Sequence[Task], policy: GaussianMLPPolicy, params: Params, runner: LaneRunner
+        self,
+        tasks: Sequence[Task],
+        policy: GaussianMLPPolicy,
+        params: Params,
+        runner: LaneRunner,
+        wanted: Sequence[int] | None = None,
     ) -> Episodes:
-        """``runner.num_trajectories`` episodes of ``policy`` on every task, stepped by the
-        workers (``runner``'s lanes here only advance the reset stream)."""
+        """``runner.num_trajectories`` episodes of ``policy`` on every task (``wanted[k]`` of
+        task ``k`` where given), stepped by the workers (``runner``'s lanes here only advance
+        the reset stream)."""
         lanes = self.lanes_for(len(tasks), runner)
         noise = self.action_noise(len(tasks), lanes[0].env, runner.num_trajectories)
         fill_round = runner is not self.runner
@@ -109,6 +115,7 @@ class RaySampler(BatchSampler):
                     reset_state=reset_state,
                     noise=noise[:, first:last].clone(),  # a slice would carry all the noise
                     fill_round=fill_round,
+                    wanted=None if wanted is None else list(wanted[first:last]),
                 )
             )
         params_ref = ray.put(cpu_parameters(params))

@@ -67,6 +67,7 @@ class Share:
     reset_state: Mapping[str, Any]  # the reset stream's state at its first lane
     noise: torch.Tensor  # [horizon, len(tasks), num_trajectories, action_dim]
     fill_round: bool = False  # a fill round's (fill_steps): its lanes are kept until the next
+    wanted: list[int] | None = None  # episodes of each of its tasks (fill rounds; None: all)
 
     @property
     def last(self) -> int:
@@ -95,7 +96,7 @@ class SamplingWorker:
         lanes = runner.lanes(share.bounds)
         rng = np.random.default_rng()
         rng.bit_generator.state = share.reset_state
-        starts = runner.reset(lanes, share.tasks, rng)
+        starts = runner.reset(lanes, share.tasks, rng, share.wanted)
         own = task_parameters(params, share.first, share.last)
         return runner.run(policy, lanes, starts, own, share.noise)
 

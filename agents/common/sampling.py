@@ -161,14 +161,23 @@ class LaneRunner:
             self._executor = None
 
     def reset(
-        self, lanes: Sequence[_Lane], tasks: Sequence[Task], rng: np.random.Generator
+        self,
+        lanes: Sequence[_Lane],
+        tasks: Sequence[Task],
+        rng: np.random.Generator,
+        wanted: Sequence[int] | None = None,
     ) -> list[np.ndarray]:
         """Each lane's first observations: its slots set to its tasks (``num_trajectories``
-        slots each) and reset, lane after lane, from ``rng`` (drawn slot by slot)."""
+        slots each) and reset, lane after lane, from ``rng`` (drawn slot by slot).  With
+        ``wanted`` (episodes of each task), a task's slots past its count end at once: never
+        simulated, masked whole, every other slot as without."""
         per_task, starts = self.num_trajectories, []
         for lane in lanes:
             lane.env.set_tasks([t for t in tasks[lane.first : lane.last] for _ in range(per_task)])
             starts.append(lane.env.reset(rng))
+            if wanted is not None:
+                counts = np.asarray(wanted[lane.first : lane.last])
+                lane.env.end_slots((np.arange(per_task) >= counts[:, None]).ravel())
         return starts
 
     def run(
@@ -292,6 +301,7 @@ class BatchSampler:
                 policy,
                 tasks_of(params, short),
                 self.fill_runner(size),
+                [int(count) for count in wanted],
             )
             part = on_tasks(until_reached(part, wanted, budget - steps[short]), short, len(tasks))
             rounds.append(part)
@@ -300,12 +310,17 @@ class BatchSampler:
         return join_episodes(rounds, dim=2)
 
     def sample_round(
-        self, tasks: Sequence[Task], policy: GaussianMLPPolicy, params: Params, runner: LaneRunner
+        self,
+        tasks: Sequence[Task],
+        policy: GaussianMLPPolicy,
+        params: Params,
+        runner: LaneRunner,
+        wanted: Sequence[int] | None = None,
     ) -> Episodes:
         """``runner.num_trajectories`` episodes of ``policy`` on every task, on ``runner``'s
-        lanes."""
+        lanes (with ``wanted``, ``wanted[k]`` of task ``k``, its other slots masked whole)."""
         lanes = self.lanes_for(len(tasks), runner)
-        starts = runner.reset(lanes, tasks, self.env_rng)  # the stream, slot by slot
+        starts = runner.reset(lanes, tasks, self.env_rng, wanted)  # the stream, slot by slot
         noise = self.action_noise(len(tasks), lanes[0].env, runner.num_trajectories)
         return join_episodes(runner.run(policy, lanes, starts, cpu_parameters(params), noise))
 
