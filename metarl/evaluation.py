@@ -254,9 +254,9 @@ def choose_step_size(
     run: LoadedRun, settings: AdaptationSettings, grid: Sequence[float], num_tasks: int = 10
 ) -> StepSizeChoice:
     """Score each first step size of ``grid`` (later steps: ``later_ratio`` of it, or
-    ``later_inner_lr``)
-    by the mean return after steps 1..K on ``num_tasks`` tasks of the run's training stream,
-    and choose the best: the honest way to tune a method's fine-tuning step size."""
+    ``later_inner_lr``) by the mean return after steps 1..K on ``num_tasks`` tasks of the
+    run's training stream, and choose the best: the honest way to tune a method's fine-tuning
+    step size."""
     seeds = derived_seeds(run.config.train.seed)
     family = make_family(run.config, seed=seeds["tasks"])
     tasks = family.sample_tasks(num_tasks)
