@@ -20,6 +20,7 @@ from typing import Any
 
 from metarl.config import Config
 from metarl.evaluation import Curve, plot_curves
+from metarl.paper import later_steps
 from metarl.reproduce import (
     NUM_EVAL_TASKS,
     TASKS,
@@ -152,8 +153,9 @@ def block_text(name: str, task: Task, record: dict[str, Any]) -> str:
         f"{record['machine']}). Bundled config `{task.config}`, {iterations} iterations, seeds "
         f"{seeds}; each run's `last.pt` on {NUM_EVAL_TASKS} held-out tasks, "
         f"{task.num_trajectories} trajectories per task and step, adapted with the task's α = "
-        f"{record['config']['algorithm']['inner_lr']:g}, then α/2; zero inner steps (trained on "
-        "all tasks) and negative α (a training step size only, as Bernacchia 2021 proposes) "
+        f"{record['config']['algorithm']['inner_lr']:g}, then {later_steps(task.family)}; zero "
+        "inner steps (trained on all tasks) and negative α (a training step size only, as "
+        "Bernacchia 2021 proposes) "
         f"with the first step size chosen from ({', '.join(f'{a:g}' for a in task.step_size_grid)})"
         f" on 10 tasks of their training stream. Mean {spread_kind}. The cost of each method "
         "per meta-iteration, measured in one run, is in [performance.md](performance.md) (the "

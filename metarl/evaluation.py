@@ -1,9 +1,10 @@
 """The paper's evaluation protocol: return on held-out tasks after 0, 1, ..., K gradient steps.
 
 For N held-out tasks, sample M trajectories per task with the meta-policy θ, take an inner step
-``θ'_k = θ - α ∇L_k`` (α = ``inner_lr`` for the first step, ``later_inner_lr`` = α/2 by default
-for the following ones), re-sample, and so on.  The result is the average undiscounted return per
-trajectory of every task after each step, summarised as mean and standard error over tasks.
+``θ'_k = θ - α ∇L_k`` (α = ``inner_lr`` for the first step, ``later_inner_lr`` for the
+following ones: by default α/2, α/100 for Ant direction, as the authors' test scripts),
+re-sample, and so on.  The result is the average undiscounted return per trajectory of every
+task after each step, summarised as mean and standard error over tasks.
 
 All tasks × trajectories of a step are one batch of the run's sampler (``sampler``: local, or on
 Ray, as :func:`~metarl.components.build_sampler` builds it), and the inner step is the one
@@ -39,7 +40,7 @@ from metarl.components import (
     make_family,
 )
 from metarl.config import Config, run_method, validate_config
-from metarl.paper import METHODS, PAPER
+from metarl.paper import METHODS, PAPER, later_ratio
 
 EVALUATION_FILE = "evaluation.json"
 TABLE_FILE = "evaluation.md"
@@ -55,15 +56,19 @@ class AdaptationSettings:
     num_steps: int = 3
     inner_lr: float | None = None
     later_inner_lr: float | None = None
-    later_ratio: float = 0.5  # with later_inner_lr None: the later steps' α over the first's
+    # with later_inner_lr None, the later steps' α over the first's (None: the paper's test,
+    # metarl.paper.later_ratio: 1/2, Ant direction 1/100)
+    later_ratio: float | None = None
     seed: int = 0
     fill_steps: bool | None = None  # the sampler's step budget per task (sampler.fill_steps)
 
     def step_sizes(self, config: Config) -> list[float]:
         """α of each inner step: ``inner_lr`` first, then ``later_inner_lr`` (by default
-        ``later_ratio`` × the first: α/2)."""
+        ``later_ratio`` × the first, as the paper's test of the family: α/2 but for Ant
+        direction)."""
         first = config.algorithm.inner_lr if self.inner_lr is None else self.inner_lr
-        later = first * self.later_ratio if self.later_inner_lr is None else self.later_inner_lr
+        ratio = later_ratio(config.env.family) if self.later_ratio is None else self.later_ratio
+        later = first * ratio if self.later_inner_lr is None else self.later_inner_lr
         return [first] + [later] * (self.num_steps - 1) if self.num_steps else []
 
     def trajectories(self, config: Config) -> int:

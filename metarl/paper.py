@@ -16,6 +16,9 @@ class PaperRow:
     pretrained: tuple[float, ...]
     random: tuple[float, ...]
     oracle: float
+    # the test's step size after the first step, as a fraction of the first's (the authors'
+    # test scripts: 0.5; Ant direction 0.01)
+    later_ratio: float = 0.5
 
     def returns(self, method: str) -> tuple[float, ...]:
         """The returns of ``method`` (one of :data:`METHODS`)."""
@@ -44,7 +47,19 @@ PAPER = {
         (30.6, 96.7, 100.1, 101.4), (-1.8, 6.1, 8.5, 9.5), (-79.0, -63.0, -49.0, -36.0), 107.9
     ),
     "AntDir": PaperRow(
-        (8.7, 499.2, 500.7, 499.1), (3.2, 1.3, 6.5, 6.9), (3.1, 9.3, 16.0, 26.1), 524.8
+        (8.7, 499.2, 500.7, 499.1), (3.2, 1.3, 6.5, 6.9), (3.1, 9.3, 16.0, 26.1), 524.8, 0.01
     ),
 }
 """By family; the paper has no row for AntGoal."""
+
+
+def later_ratio(family: str) -> float:
+    """The step size of the paper's test after the first step, as a fraction of the first's,
+    for ``family`` (one half where the paper has no row)."""
+    row = PAPER.get(family)
+    return 0.5 if row is None else row.later_ratio
+
+
+def later_steps(family: str) -> str:
+    """:func:`later_ratio` in words: "α/2", "α/100"."""
+    return f"α/{1 / later_ratio(family):g}"

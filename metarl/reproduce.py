@@ -42,7 +42,7 @@ from metarl.evaluation import (
     write_evaluation,
 )
 from metarl.logging import read_metrics
-from metarl.paper import PAPER, PaperRow
+from metarl.paper import PAPER, PaperRow, later_ratio
 from metarl.plotting import plot_learning_curves, read_run
 from metarl.training import Trainer
 
@@ -74,8 +74,6 @@ class Task:
     # first step sizes tried for the fine-tuned baselines (pretrained, random), chosen on tasks
     # of their training stream; MAML keeps its own α, as in the paper
     step_size_grid: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
-    # the later steps' α over the first's, as the authors' test scripts (Ant direction: 0.01)
-    later_ratio: float = 0.5
 
     @property
     def paper(self) -> PaperRow | None:
@@ -96,7 +94,7 @@ TASKS = {
     "halfcheetah_vel": Task("HalfCheetah velocity", "halfcheetah_vel", "HalfCheetahVel", 20),
     "halfcheetah_dir": Task("HalfCheetah direction", "halfcheetah_dir", "HalfCheetahDir", 20),
     "ant_vel": Task("Ant velocity", "ant_vel", "AntVel", 20),
-    "ant_dir": Task("Ant direction", "ant_dir", "AntDir", 40, later_ratio=0.01),
+    "ant_dir": Task("Ant direction", "ant_dir", "AntDir", 40),
     "ant_goal": Task("Ant goal position", "ant_goal", "AntGoal", 20),
 }
 NUM_EVAL_TASKS = 40
@@ -176,7 +174,6 @@ def evaluate_run(
         num_trajectories=task.num_trajectories,
         num_steps=num_steps,
         inner_lr=inner_lr,
-        later_ratio=task.later_ratio,
         seed=EVAL_SEED,
     )
     evaluation = evaluate(load_run(run_dir, "last"), settings, step_size_grid)
@@ -420,12 +417,13 @@ def _baselines_note(task: Task, record: dict[str, Any]) -> list[str]:
         f"Baselines (seed {record['seeds'][0]['seed']}): {'; '.join(parts)}. The oracle is told "
         f"the task and not adapted; pretrained and random are fine-tuned with the first step "
         f"size chosen from ({grid}) on 10 tasks of their training stream ({', '.join(chosen)}; "
-        f"later steps {_later_steps(task)}); MAML keeps its own α, as in the paper.",
+        f"later steps {_fraction(later_ratio(task.family))} of it); MAML keeps its own α, as in "
+        "the paper.",
     ]
 
 
-def _later_steps(task: Task) -> str:
-    return "half of it" if task.later_ratio == 0.5 else f"{task.later_ratio:g} of it"
+def _fraction(ratio: float) -> str:
+    return "half" if ratio == 0.5 else f"1/{1 / ratio:g}"
 
 
 def _how_trained(config: dict[str, Any]) -> str:

@@ -23,6 +23,7 @@ from metarl.evaluation import (
     load_run,
     paper_curve,
 )
+from metarl.paper import later_steps
 from metarl.training import Trainer
 from tests.tiny_runs import train_tiny_run
 
@@ -154,15 +155,17 @@ def test_step_sizes_follow_a_negative_inner_step() -> None:
     assert AdaptationSettings(num_steps=3).step_sizes(config) == [-0.2, -0.1, -0.1]
 
 
-def test_later_steps_are_a_ratio_of_the_first_unless_set() -> None:
-    config = load_config(None, ["algorithm.inner_lr=0.2"])
-    assert AdaptationSettings(num_steps=3, later_ratio=0.01).step_sizes(config) == [
-        0.2,
-        0.002,
-        0.002,
-    ]
+def test_later_steps_follow_the_paper_s_test_unless_set() -> None:
+    """The authors' test scripts step α/2 after the first step, α/100 for Ant direction."""
+    for family, later in (("HalfCheetahVel", 0.05), ("AntDir", 0.001), ("AntGoal", 0.05)):
+        config = load_config(None, [f"env.family={family}", "algorithm.inner_lr=0.1"])
+        sizes = AdaptationSettings(num_steps=3).step_sizes(config)
+        assert sizes == pytest.approx([0.1, later, later]), family
+    ant_dir = load_config(None, ["env.family=AntDir", "algorithm.inner_lr=0.1"])
+    assert AdaptationSettings(num_steps=2, later_ratio=0.5).step_sizes(ant_dir) == [0.1, 0.05]
     settings = AdaptationSettings(num_steps=2, inner_lr=1.0, later_inner_lr=0.3, later_ratio=0.01)
-    assert settings.step_sizes(config) == [1.0, 0.3]
+    assert settings.step_sizes(ant_dir) == [1.0, 0.3]
+    assert (later_steps("AntDir"), later_steps("Navigation2D")) == ("α/100", "α/2")
 
 
 def test_fill_steps_is_the_run_s_unless_a_flag_says_otherwise(tmp_path: Path) -> None:
