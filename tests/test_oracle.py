@@ -33,6 +33,9 @@ def test_oracle_appends_the_task_and_changes_nothing_else(name: str) -> None:
         env.set_tasks(tasks)
     first = [env.reset(np.random.default_rng(0)) for env in (plain_env, oracle_env)]
     np.testing.assert_array_equal(first[1], np.hstack([first[0], features]))
+    for env in (plain_env, oracle_env):
+        env.end_slots(np.arange(4) == 2)  # ended in the wrapped environment as in the plain one
+        np.testing.assert_array_equal(env.alive, np.arange(4) != 2)
     actions = np.random.default_rng(1).uniform(-1, 1, size=(5, 4, plain_env.action_dim))
     for action in actions:
         a, b = plain_env.step(action), oracle_env.step(action)
