@@ -434,7 +434,8 @@ def _how_trained(config: dict[str, Any]) -> str:
         return f"metarl's TRPO{told} with no inner step, {iterations} iterations"
     steps = baseline["total_steps"]
     budget = f"{steps:,} steps" if steps else "the paper's budget"
-    return f"{baseline['algorithm'].upper()} (stable-baselines3){told} on all tasks, {budget}"
+    library = "sb3-contrib" if baseline["algorithm"] == "trpo" else "stable-baselines3"
+    return f"{baseline['algorithm'].upper()} ({library}){told} on all tasks, {budget}"
 
 
 def _row(label: str, values: Sequence[float], spread: Sequence[float] | None = None) -> str:

@@ -81,7 +81,7 @@ def test_locomotion_baselines_are_stable_baselines3_runs(tmp_path: Path) -> None
     assert record["baselines"]["pretrained"]["step_sizes"][0] == choice["chosen"]
     assert record["baselines"]["oracle"]["step_size_choice"] is None
     text = (tmp_path / "docs" / "results.md").read_text()
-    assert "`pretrained`: TRPO (stable-baselines3) on all tasks, 400 steps" in text
+    assert "`pretrained`: TRPO (sb3-contrib) on all tasks, 400 steps" in text
     assert "--baseline-set baseline.total_steps=400" in text
 
 
