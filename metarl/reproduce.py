@@ -76,6 +76,13 @@ class Task:
     step_size_grid: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
     @property
+    def fill_steps(self) -> bool:
+        """Whether every method is evaluated with a step budget per task (``num_trajectories``
+        × horizon, the authors' sampler): the bundled config's ``sampler.fill_steps``, whatever
+        the runs' overrides, so that all rows of the table share one protocol."""
+        return load_config(resolve_config_path(self.config)).sampler.fill_steps
+
+    @property
     def paper(self) -> PaperRow | None:
         """The paper's row for the family (None for AntGoal, which it did not tabulate)."""
         return PAPER.get(self.family)
@@ -124,8 +131,11 @@ def saved_state(config: Config, run_dir: Path) -> dict[str, Any] | None:
         return None
     state = load_checkpoint(last)
     differing = config_differences(validate_config(state["config"]), config)
-    if config.baseline is not None and "baseline.total_steps" in differing:
-        differing.remove("baseline.total_steps")  # a longer budget continues the run
+    if config.baseline is not None:
+        # a longer budget continues the run; a stable-baselines3 run (or the untrained
+        # random policy) does not sample with metarl's sampler
+        unused = ("baseline.total_steps", "sampler.")
+        differing = [key for key in differing if not key.startswith(unused)]
     if differing:
         raise ConfigError(
             f"{run_dir} holds a run of another config (differs in {', '.join(differing)}); "
@@ -175,6 +185,7 @@ def evaluate_run(
         num_steps=num_steps,
         inner_lr=inner_lr,
         seed=EVAL_SEED,
+        fill_steps=task.fill_steps,
     )
     evaluation = evaluate(load_run(run_dir, "last"), settings, step_size_grid)
     write_evaluation(evaluation, run_dir / "evaluation")
@@ -314,6 +325,7 @@ def write_section(
         "machine": machine(),
         "config": config.to_dict(),
         "checkpoint": "last.pt",
+        "fill_steps": results[0].evaluation.config["sampler"]["fill_steps"],
         "mean": mean,
         "spread": spread,
         "spread_kind": spread_kind,
@@ -363,7 +375,8 @@ def section_text(name: str, task: Task, record: dict[str, Any]) -> str:
         f"{', '.join(str(seed['seed']) for seed in seeds)}; each run's `last.pt` (iteration "
         f"{', '.join(str(seed['iterations']) for seed in seeds)}) evaluated on "
         f"{NUM_EVAL_TASKS} held-out tasks (seed {EVAL_SEED}), {task.num_trajectories} "
-        f"trajectories per task and step. Training wall time per run: {minutes}.",
+        f"trajectories per task and step{_filled(record, task)}. Training wall time per run: "
+        f"{minutes}.",
         *_baselines_note(task, record),
         "",
         "| method | 0 steps | 1 step | 2 steps | 3 steps |",
@@ -420,6 +433,13 @@ def _baselines_note(task: Task, record: dict[str, Any]) -> list[str]:
         f"later steps {_fraction(later_ratio(task.family))} of it); MAML keeps its own α, as in "
         "the paper.",
     ]
+
+
+def _filled(record: dict[str, Any], task: Task) -> str:
+    if not record.get("fill_steps"):
+        return ""
+    steps = f"{task.num_trajectories} × horizon steps"
+    return f" (every method; each task filled to {steps} where episodes end early, as the authors')"
 
 
 def _fraction(ratio: float) -> str:

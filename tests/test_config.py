@@ -130,6 +130,7 @@ def test_locomotion_configs_are_the_original_hyperparameters(name: str, trajecto
     assert (algorithm.inner_lr, algorithm.max_kl, config.train.num_iterations) == (0.1, 0.01, 500)
     assert config.policy.hidden_sizes == [100, 100] and config.policy.nonlinearity == "relu"
     assert config.env.kwargs["physics"] == "original" and not algorithm.first_order
+    assert config.sampler.fill_steps == name.startswith("ant_")  # the authors' step budget
 
 
 def test_a_folder_named_like_a_bundled_config_does_not_hide_it(

@@ -4,14 +4,24 @@ results.md, on a tiny budget."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from metarl.checkpoint import load_checkpoint
 from metarl.cli import main
+from metarl.config import bundled_config_path
+from metarl.errors import ConfigError
 from metarl.logging import read_metrics
-from metarl.reproduce import TASKS, replace_section
+from metarl.reproduce import (
+    TASKS,
+    baseline_run_configs,
+    evaluate_run,
+    replace_section,
+    run_config,
+    saved_state,
+)
 
 TINY = [
     "algorithm.num_tasks=2",
@@ -19,6 +29,7 @@ TINY = [
     "policy.hidden_sizes=[8]",
     "env.kwargs={horizon: 10}",
 ]
+FILL = "sampler:\n  fill_steps: true\n"
 
 
 def reproduce(tmp_path: Path, *settings: str, seeds: tuple[str, ...] = ("1", "2")) -> int:
@@ -83,6 +94,22 @@ def test_locomotion_baselines_are_stable_baselines3_runs(tmp_path: Path) -> None
     text = (tmp_path / "docs" / "results.md").read_text()
     assert "`pretrained`: TRPO (sb3-contrib) on all tasks, 400 steps" in text
     assert "--baseline-set baseline.total_steps=400" in text
+    assert record["fill_steps"] is False and "each task filled" not in text
+
+    # metarl's sampler setting is the MAML run's, not the stable-baselines3 runs'
+    task = TASKS["halfcheetah_vel"]
+    filled = [*settings, "sampler.fill_steps=true"]
+    for method, config in baseline_run_configs(task, 1, filled, budget).items():
+        assert saved_state(config, runs / f"{method}-seed1") is not None, method
+    with pytest.raises(ConfigError, match=r"differs in sampler\.fill_steps\)"):
+        saved_state(run_config(task, 1, filled), runs / "maml-seed1")
+
+    # the row's protocol is its bundled config's sampler, whatever each run was trained with
+    bundled = tmp_path / "filled.yaml"
+    bundled.write_text(bundled_config_path("halfcheetah_vel").read_text() + FILL)
+    evaluation = evaluate_run(replace(task, config=str(bundled)), runs / "random-seed1", 1)
+    assert evaluation.config["sampler"]["fill_steps"] is True
+    assert record["baselines"]["pretrained"]["config"]["sampler"]["fill_steps"] is False
 
 
 def test_a_run_of_another_config_is_refused(tmp_path: Path, capsys) -> None:
