@@ -26,12 +26,12 @@ from metarl.reproduce import (
     TASKS,
     SeedResult,
     Task,
+    checked_runs,
     command_flags,
     commit,
     machine,
     replace_marked,
     run_config,
-    saved_state,
     summary,
     trained_result,
     update_results,
@@ -83,17 +83,20 @@ def compare(
     task = TASKS[name]
     seeds = tuple(seeds or task.seeds)
     configs = {seed: method_configs(task, seed, overrides) for seed in seeds}
-    for seed, by_method in configs.items():
-        for method, config in by_method.items():
-            saved_state(config, runs_dir / name / f"{method}-seed{seed}")
+    runs = {
+        runs_dir / name / f"{method}-seed{seed}": config
+        for seed, by_method in configs.items()
+        for method, config in by_method.items()
+    }
     results: dict[str, list[SeedResult]] = {method: [] for method in METHODS}
     test_lr = configs[seeds[0]]["maml"].algorithm.inner_lr
-    for seed, by_method in configs.items():  # seed by seed: every method has a result early
-        for method, config in by_method.items():
-            run_dir = runs_dir / name / f"{method}-seed{seed}"
-            grid = task.step_size_grid if method in GRID_METHODS else ()
-            result = trained_result(task, seed, config, run_dir, progress, grid, test_lr)
-            results[method].append(result)
+    with checked_runs(runs):
+        for seed, by_method in configs.items():  # seed by seed: every method has a result early
+            for method, config in by_method.items():
+                run_dir = runs_dir / name / f"{method}-seed{seed}"
+                grid = task.step_size_grid if method in GRID_METHODS else ()
+                result = trained_result(task, seed, config, run_dir, progress, grid, test_lr)
+                results[method].append(result)
     flags = command_flags(seeds, task, overrides)
     command = " ".join(["metarl reproduce", name, "--alternatives", *flags])
     return write_block(name, task, configs[seeds[0]]["maml"], results, docs_dir, command)

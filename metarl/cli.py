@@ -9,6 +9,7 @@ Each command imports what it needs (torch, W&B, ...) when it runs: ``metarl --he
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
@@ -473,31 +474,39 @@ def sampled_where_asked(run: LoadedRun, address: str | None) -> LoadedRun:
 
 def command_train(args: argparse.Namespace) -> None:
     from metarl.plotting import LEARNING_CURVE_FILE, plot_learning_curves, read_run
+    from metarl.rundir import check_new_run_dir, claimed
     from metarl.training import Trainer
 
-    if args.resume is not None:
-        if args.run_dir is not None or args.overwrite:
-            raise UsageError("--resume: --run-dir and --overwrite cannot be combined with it")
-        run_dir = args.resume
-        saved, state = resumed_state(run_dir, "train")
-        config = resumed_config(args, saved, state)
-        check_device(config)
-        check_sampling(config, args.ray_address)
-        session = start_run(args, config, run_dir, lambda: Trainer.resume(run_dir, config, state))
-    else:
-        config = train_config(args)
-        check_device(config)
-        check_sampling(config, args.ray_address)
-        run_dir = args.run_dir or default_run_dir(config)
-        session = start_run(args, config, run_dir, lambda: new_run(Trainer(config, run_dir)))
-    trainer, outputs, tracker = session
-    progress, lines = console(args)
+    with contextlib.ExitStack() as held:
+        if args.resume is not None:
+            if args.run_dir is not None or args.overwrite:
+                raise UsageError("--resume: --run-dir and --overwrite cannot be combined with it")
+            run_dir = args.resume
+            _last_checkpoint(run_dir)  # a run, before its lock is written beside it
+            held.enter_context(claimed(run_dir, "--resume"))
+            saved, state = resumed_state(run_dir, "train")
+            config = resumed_config(args, saved, state)
+            check_device(config)
+            check_sampling(config, args.ray_address)
+            session = start_run(
+                args, config, run_dir, lambda: Trainer.resume(run_dir, config, state)
+            )
+        else:
+            config = train_config(args)
+            check_device(config)
+            check_sampling(config, args.ray_address)
+            run_dir = args.run_dir or default_run_dir(config)
+            check_new_run_dir(run_dir, args.overwrite)
+            held.enter_context(claimed(run_dir, "--run-dir"))
+            session = start_run(args, config, run_dir, lambda: new_run(Trainer(config, run_dir)))
+        trainer, outputs, tracker = session
+        progress, lines = console(args)
 
-    def train(on_iteration: IterationHook) -> None:
-        trainer.train(trainer.config.train.num_iterations, progress, on_iteration, lines)
-        plot_learning_curves([read_run(trainer.run_dir)], trainer.run_dir / LEARNING_CURVE_FILE)
+        def train(on_iteration: IterationHook) -> None:
+            trainer.train(trainer.config.train.num_iterations, progress, on_iteration, lines)
+            plot_learning_curves([read_run(run_dir)], run_dir / LEARNING_CURVE_FILE)
 
-    run_session(args, outputs, tracker, train)
+        run_session(args, outputs, tracker, train)
 
 
 def resumed_state(run_dir: Path, command: str) -> tuple[Config, dict[str, Any]]:
@@ -561,13 +570,11 @@ def start_run(
     writes the run's first files.  If any of them fails, the run directory is left as it was."""
     from metarl.components import make_family
     from metarl.outputs import OutputOptions, RunOutputs, check_rendering
-    from metarl.rundir import check_new_run_dir, new_run_dir, restored_on_error
+    from metarl.rundir import new_run_dir, restored_on_error
     from metarl.tracking import TrackingOptions, WandbTracker, wandb_run
     from metarl.video import RenderError
 
     tracking = TrackingOptions.from_args(args) if args.track else None
-    if args.resume is None:
-        check_new_run_dir(run_dir, args.overwrite)
     if args.video_every > 0:
         try:
             check_rendering(config)
@@ -741,33 +748,45 @@ FIXED_ON_RESUME = {
 def command_baseline(args: argparse.Namespace) -> None:
     from metarl.baselines import BaselineTrainer
     from metarl.config import apply_overrides, load_config, resolve_config_path
+    from metarl.rundir import check_new_run_dir, claimed
 
-    if args.resume is not None:
-        unset: tuple[object, ...] = (None, False, [])
-        given = [flag for name, flag in FIXED_ON_RESUME.items() if getattr(args, name) not in unset]
-        if given:
-            raise UsageError(f"--resume: {', '.join(given)} cannot be combined with it")
-        run_dir = args.resume
-        config, state = resumed_state(run_dir, "baseline")
-        method = config.baseline.method if config.baseline is not None else None
-        if method != args.method:
-            raise UsageError(f"--resume {run_dir}: a {method} run, not {args.method}")
-        if args.steps is not None:  # a longer budget
-            config = apply_overrides(config.to_dict(), [f"baseline.total_steps={args.steps}"])
-        session = start_run(
-            args, config, run_dir, lambda: BaselineTrainer.resume(run_dir, config, state)
+    with contextlib.ExitStack() as held:
+        if args.resume is not None:
+            unset: tuple[object, ...] = (None, False, [])
+            given = [
+                flag for name, flag in FIXED_ON_RESUME.items() if getattr(args, name) not in unset
+            ]
+            if given:
+                raise UsageError(f"--resume: {', '.join(given)} cannot be combined with it")
+            run_dir = args.resume
+            _last_checkpoint(run_dir)  # a run, before its lock is written beside it
+            held.enter_context(claimed(run_dir, "--resume"))
+            config, state = resumed_state(run_dir, "baseline")
+            method = config.baseline.method if config.baseline is not None else None
+            if method != args.method:
+                raise UsageError(f"--resume {run_dir}: a {method} run, not {args.method}")
+            if args.steps is not None:  # a longer budget
+                config = apply_overrides(config.to_dict(), [f"baseline.total_steps={args.steps}"])
+            session = start_run(
+                args, config, run_dir, lambda: BaselineTrainer.resume(run_dir, config, state)
+            )
+        else:
+            config = load_config(resolve_config_path(args.config), baseline_overrides(args))
+            default = Path("runs") / f"{args.method}__{default_run_dir(config).name}"
+            run_dir = args.run_dir or default
+            check_new_run_dir(run_dir, args.overwrite)
+            held.enter_context(claimed(run_dir, "--run-dir"))
+            session = start_run(
+                args, config, run_dir, lambda: new_run(BaselineTrainer(config, run_dir))
+            )
+        trainer, outputs, tracker = session
+        progress, lines = console(args)
+        run_session(
+            args,
+            outputs,
+            tracker,
+            lambda on_iteration: trainer.train(progress, on_iteration, lines),
         )
-    else:
-        config = load_config(resolve_config_path(args.config), baseline_overrides(args))
-        run_dir = args.run_dir or Path("runs") / f"{args.method}__{default_run_dir(config).name}"
-        session = start_run(
-            args, config, run_dir, lambda: new_run(BaselineTrainer(config, run_dir))
-        )
-    trainer, outputs, tracker = session
-    progress, lines = console(args)
-    run_session(
-        args, outputs, tracker, lambda on_iteration: trainer.train(progress, on_iteration, lines)
-    )
 
 
 def command_reproduce(args: argparse.Namespace) -> None:

@@ -30,6 +30,7 @@ import numpy as np
 from metarl import envs
 from metarl.agents.common.episodes import Episodes
 from metarl.agents.common.policies import GaussianMLPPolicy, Params
+from metarl.agents.common.sampling import FILL_LIMIT
 from metarl.agents.maml_trpo import PolicyGradientAdaptation
 from metarl.checkpoint import find_checkpoint, load_checkpoint
 from metarl.components import (
@@ -367,6 +368,14 @@ def plot_curves(curves: Sequence[Curve], path: Path, title: str) -> None:
     figure.savefig(path)
 
 
+def filled_text(num_trajectories: int) -> str:
+    """The step budget (``sampler.fill_steps``) in words, for ``num_trajectories`` per task."""
+    return (
+        f"where episodes end early, a task gets more, up to {FILL_LIMIT * num_trajectories}, "
+        f"until it has {num_trajectories} × horizon steps"
+    )
+
+
 def write_evaluation(
     evaluation: Evaluation, out_dir: Path, compare: Sequence[Curve] = ()
 ) -> dict[str, Path]:
@@ -379,7 +388,7 @@ def write_evaluation(
     sizes = ", ".join(f"{size:g}" for size in evaluation.step_sizes)
     sampling = f"{evaluation.num_trajectories} trajectories per task and step, α = {sizes}"
     if evaluation.config.get("sampler", {}).get("fill_steps"):
-        sampling += f"; each task filled to {evaluation.num_trajectories} × horizon steps"
+        sampling += f"; {filled_text(evaluation.num_trajectories)}"
     choice = evaluation.step_size_choice
     chosen = ""
     if choice is not None:

@@ -8,13 +8,14 @@ seeds, commit, wall time, machine).  The figures and ``results/TASK.json`` sit b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import re
 import shlex
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from metarl.baselines import BaselineTrainer, total_steps
-from metarl.checkpoint import load_checkpoint
+from metarl.checkpoint import atomic_write_bytes, load_checkpoint
 from metarl.config import (
     Config,
     ConfigError,
@@ -37,6 +38,7 @@ from metarl.evaluation import (
     Curve,
     Evaluation,
     evaluate,
+    filled_text,
     load_run,
     plot_curves,
     write_evaluation,
@@ -44,6 +46,7 @@ from metarl.evaluation import (
 from metarl.logging import read_metrics
 from metarl.paper import PAPER, PaperRow, later_ratio
 from metarl.plotting import plot_learning_curves, read_run
+from metarl.rundir import claimed, directory_lock
 from metarl.training import Trainer
 
 # The paper's navigation "pretrained" was its MAML code with no inner step; the oracle is the same
@@ -144,6 +147,18 @@ def saved_state(config: Config, run_dir: Path) -> dict[str, Any] | None:
     return state
 
 
+@contextlib.contextmanager
+def checked_runs(runs: dict[Path, Config]) -> Iterator[None]:
+    """Every run folder of ``runs`` checked by :func:`saved_state`, then held by this process
+    for the block (:func:`~metarl.rundir.claimed`): before any work."""
+    for run_dir, config in runs.items():
+        saved_state(config, run_dir)
+    with contextlib.ExitStack() as held:
+        for run_dir in runs:
+            held.enter_context(claimed(run_dir, "--runs-dir"))
+        yield
+
+
 def train_or_resume(config: Config, run_dir: Path, progress: bool) -> None:
     """Train ``config`` in ``run_dir`` (MAML, or the baseline its ``baseline`` section names):
     from scratch, or resumed from its last checkpoint; a finished run is left as it is."""
@@ -224,15 +239,14 @@ def reproduce(
     seeds = tuple(seeds or task.seeds)
     configs = {seed: run_config(task, seed, overrides) for seed in seeds}
     baseline_configs = baseline_run_configs(task, seeds[0], overrides, baseline_overrides)
-    for seed, config in configs.items():  # every run folder checked before any work
-        saved_state(config, runs_dir / name / f"maml-seed{seed}")
-    for method, config in baseline_configs.items():
-        saved_state(config, runs_dir / name / f"{method}-seed{seeds[0]}")
-    results = [
-        trained_result(task, seed, config, runs_dir / name / f"maml-seed{seed}", progress)
-        for seed, config in configs.items()
-    ]
-    baselines = run_baselines(task, runs_dir / name, seeds[0], baseline_configs, progress)
+    runs = {runs_dir / name / f"maml-seed{seed}": config for seed, config in configs.items()}
+    runs |= {runs_dir / name / f"{m}-seed{seeds[0]}": c for m, c in baseline_configs.items()}
+    with checked_runs(runs):
+        results = [
+            trained_result(task, seed, config, runs_dir / name / f"maml-seed{seed}", progress)
+            for seed, config in configs.items()
+        ]
+        baselines = run_baselines(task, runs_dir / name, seeds[0], baseline_configs, progress)
     flags = command_flags(seeds, task, overrides)
     flags += [p for o in baseline_overrides for p in ("--baseline-set", shlex.quote(o))]
     command = " ".join(["metarl reproduce", name, *flags])
@@ -358,10 +372,13 @@ def write_section(
 
 
 def update_results(docs_dir: Path, edit: Callable[[str], str]) -> Path:
-    """``docs_dir/results.md`` rewritten by ``edit`` (a new file starts as "# Results")."""
+    """``docs_dir/results.md`` rewritten by ``edit`` (a new file starts as "# Results"), one
+    process at a time (the lock of ``docs_dir``) and atomically."""
     results_md = docs_dir / "results.md"
-    text = results_md.read_text() if results_md.exists() else "# Results\n"
-    results_md.write_text(edit(text))
+    docs_dir.mkdir(parents=True, exist_ok=True)
+    with directory_lock(docs_dir, wait=True):
+        text = results_md.read_text() if results_md.exists() else "# Results\n"
+        atomic_write_bytes(results_md, edit(text).encode())
     return results_md
 
 
@@ -399,7 +416,7 @@ def section_text(name: str, task: Task, record: dict[str, Any]) -> str:
             _row("random, paper", paper.random),
             _row("oracle, paper", [paper.oracle]),
             "",
-            _criterion_line(record["mean"][1], paper.one_step_criterion),
+            criterion_line(record["mean"][1], paper.one_step_criterion),
         ]
     lines += [
         "",
@@ -438,8 +455,7 @@ def _baselines_note(task: Task, record: dict[str, Any]) -> list[str]:
 def _filled(record: dict[str, Any], task: Task) -> str:
     if not record.get("fill_steps"):
         return ""
-    steps = f"{task.num_trajectories} × horizon steps"
-    return f" (every method; each task filled to {steps} where episodes end early, as the authors')"
+    return f" (every method; {filled_text(task.num_trajectories)}, as the authors')"
 
 
 def _fraction(ratio: float) -> str:
@@ -467,11 +483,13 @@ def _row(label: str, values: Sequence[float], spread: Sequence[float] | None = N
     return "| " + " | ".join([label, *cells, *[""] * (4 - len(cells))]) + " |"
 
 
-def _criterion_line(one_step: float, criterion: float) -> str:
+def criterion_line(one_step: float, criterion: float) -> str:
+    """The sentence giving the issue's criterion, MAML's return after one step and the verdict."""
     verdict = "met" if one_step >= criterion else "**not met**"
+    digits = 2 if abs(one_step - criterion) < 0.1 else 1  # as many as the verdict needs
     return (
         f"Criterion (MAML after one step ≥ the paper's less 10% of its random-to-oracle range, "
-        f"{criterion:.1f}): {verdict} ({one_step:.1f})."
+        f"{criterion:.2f}): {verdict} ({one_step:.{digits}f})."
     )
 
 

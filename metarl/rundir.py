@@ -1,5 +1,6 @@
-"""Starting a run in its directory, all or nothing: if starting fails (W&B cannot start, the
-checkpoint does not fit, the disk is full), the run directory is left as it was."""
+"""Run directories: one process at a time writes one, and starting a run there is all or
+nothing: if starting fails (W&B cannot start, the checkpoint does not fit, the disk is full), the
+run directory is left as it was."""
 
 from __future__ import annotations
 
@@ -12,12 +13,64 @@ from pathlib import Path
 
 from metarl.errors import UsageError
 
+try:
+    import fcntl
+except ImportError:  # Windows: no directory locks
+    fcntl = None  # type: ignore[assignment]
+
 WANDB_DIR = "wandb"  # where W&B writes, inside the run directory
+
+
+@contextlib.contextmanager
+def directory_lock(folder: Path, wait: bool) -> Iterator[None]:
+    """The system's exclusive lock on the directory ``folder`` itself (``flock``) for the block:
+    it writes no file and ends with the process, even a killed one.  Without ``wait``, a lock
+    held by another process raises :class:`BlockingIOError`.  Where the system or the file
+    system has no such lock, nothing is held."""
+    if fcntl is None:
+        yield
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise
+        except OSError:  # this file system has no directory locks
+            pass
+        yield
+    finally:
+        os.close(descriptor)
+
+
+@contextlib.contextmanager
+def claimed(run_dir: Path, flag: str) -> Iterator[None]:
+    """Hold ``run_dir`` for the block (:func:`directory_lock`), made if missing, and removed
+    again after the block with the parents it made if still empty: another process that claims
+    it meanwhile, to train, resume or replace that run, gets a :class:`UsageError` naming
+    ``flag``."""
+    created = [folder for folder in (run_dir, *run_dir.parents) if not folder.exists()]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    held = contextlib.ExitStack()
+    try:
+        try:
+            held.enter_context(directory_lock(run_dir, wait=False))
+        except BlockingIOError:
+            raise UsageError(
+                f"{flag} {run_dir}: another process is writing this run (training or resuming "
+                "it); wait for it to end"
+            ) from None
+        with held:
+            yield
+    finally:
+        for folder in created:  # the run directory first, then its parents
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
 
 
 def check_new_run_dir(run_dir: Path, overwrite: bool) -> None:
     """Refuse a path that is not a directory, a non-empty one unless ``overwrite``, and the
-    current directory or one holding it (they cannot be moved aside)."""
+    current directory or one holding it (never replaced)."""
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"--run-dir {run_dir}: exists and is not a directory")
     if _is_non_empty(run_dir) and not overwrite:
@@ -33,20 +86,21 @@ def check_new_run_dir(run_dir: Path, overwrite: bool) -> None:
 @contextlib.contextmanager
 def new_run_dir(run_dir: Path, overwrite: bool) -> Iterator[None]:
     """An empty ``run_dir``, created if need be, for the block that starts a new run (see
-    :func:`check_new_run_dir`).  A replaced run's files are moved aside meanwhile: deleted once
-    the block succeeds, put back if it raises."""
+    :func:`check_new_run_dir`).  A replaced run's files are moved aside meanwhile (the folder
+    stays, and whatever holds it, :func:`claimed`): deleted once the block succeeds, put back if
+    it raises."""
     check_new_run_dir(run_dir, overwrite)
     replaced = None
     if _is_non_empty(run_dir):
         replaced = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.replaced-", dir=run_dir.parent))
-        run_dir.rename(replaced / run_dir.name)
+        _move_entries(run_dir, replaced)
     try:
         with restored_on_error(run_dir):
             run_dir.mkdir(parents=True, exist_ok=True)
             yield
     except BaseException:
         if replaced is not None:
-            (replaced / run_dir.name).rename(run_dir)
+            _move_entries(replaced, run_dir)
             replaced.rmdir()
         raise
     if replaced is not None:
@@ -67,6 +121,11 @@ def restored_on_error(run_dir: Path) -> Iterator[None]:
         for folder in folders:
             _restore(folder, before[folder])
         raise
+
+
+def _move_entries(source: Path, target: Path) -> None:
+    for entry in list(source.iterdir()):
+        entry.rename(target / entry.name)
 
 
 def _is_non_empty(folder: Path) -> bool:

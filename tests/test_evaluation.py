@@ -196,7 +196,8 @@ def test_fill_steps_is_the_run_s_unless_a_flag_says_otherwise(tmp_path: Path) ->
     assert [r["config"]["sampler"]["fill_steps"] for r in runs.values()] == [True, False, True]
     assert runs["default"]["returns"] == runs["--fill-steps"]["returns"]
     assert runs["default"]["returns"] != runs["--no-fill-steps"]["returns"]
-    assert "filled to 2 × horizon steps" in (tmp_path / "default" / "evaluation.md").read_text()
+    table = (tmp_path / "default" / "evaluation.md").read_text()
+    assert "up to 8, until it has 2 × horizon steps" in table
     run = load_run(run_dir)
     family = held_out_family(run.config, 0)
     sampler = BatchSampler(family, 2, held_out_seeds(0)["sampler"], fill_steps=True)

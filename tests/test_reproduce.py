@@ -17,11 +17,13 @@ from metarl.logging import read_metrics
 from metarl.reproduce import (
     TASKS,
     baseline_run_configs,
+    criterion_line,
     evaluate_run,
     replace_section,
     run_config,
     saved_state,
 )
+from metarl.rundir import claimed
 
 TINY = [
     "algorithm.num_tasks=2",
@@ -94,7 +96,7 @@ def test_locomotion_baselines_are_stable_baselines3_runs(tmp_path: Path) -> None
     text = (tmp_path / "docs" / "results.md").read_text()
     assert "`pretrained`: TRPO (sb3-contrib) on all tasks, 400 steps" in text
     assert "--baseline-set baseline.total_steps=400" in text
-    assert record["fill_steps"] is False and "each task filled" not in text
+    assert record["fill_steps"] is False and "horizon steps" not in text
 
     # metarl's sampler setting is the MAML run's, not the stable-baselines3 runs'
     task = TASKS["halfcheetah_vel"]
@@ -122,6 +124,14 @@ def test_a_run_of_another_config_is_refused(tmp_path: Path, capsys) -> None:
     assert error.count("\n") == 2  # the first call's "wrote ..." line, then the error
 
 
+def test_a_run_another_process_writes_is_refused_before_any_work(tmp_path: Path, capsys) -> None:
+    with claimed(tmp_path / "runs" / "navigation" / "oracle-seed1", "--run-dir"):
+        assert reproduce(tmp_path, "train.num_iterations=1", seeds=("1",)) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "--runs-dir" in error and "another process" in error
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "docs").exists()
+
+
 def test_criteria_are_the_issues_thresholds() -> None:
     criteria = {name: task.paper.one_step_criterion for name, task in TASKS.items() if task.paper}
     expected = {
@@ -132,6 +142,12 @@ def test_criteria_are_the_issues_thresholds() -> None:
         "ant_dir": 447.7,
     }
     assert criteria == pytest.approx(expected, abs=0.06)
+
+
+def test_the_criterion_line_shows_the_digits_its_verdict_needs() -> None:
+    assert criterion_line(447.64, 447.65).endswith("447.65): **not met** (447.64).")
+    assert criterion_line(447.65, 447.65).endswith("447.65): met (447.65).")
+    assert criterion_line(300.62, 447.65).endswith("447.65): **not met** (300.6).")
 
 
 def test_replace_section_finds_markers_then_titles_then_appends() -> None:

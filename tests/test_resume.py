@@ -202,3 +202,39 @@ def test_baseline_killed_and_resumed_finishes_its_budget(tmp_path: Path) -> None
     assert load_checkpoint(run_dir / "checkpoints" / "best.pt")["best_return"] == max(
         r["return"] for r in records
     )
+
+
+def test_a_run_being_written_is_refused_to_a_second_process(tmp_path: Path, capsys) -> None:
+    """While one process trains a run, another cannot resume it, replace it (``--overwrite``)
+    or resume it from ``metarl baseline``: one line each, and the run goes on untouched; once
+    the first process is killed, the run resumes."""
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "metarl", "train", "--run-dir", str(run), "--no-progress"]
+    process = subprocess.Popen(
+        [*command, "--iterations", "100000", *TINY], env=ONE_THREAD, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not (run / "checkpoints" / "last.pt").exists():
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        lines = num_lines(run / "metrics.jsonl")
+        at = str(load_checkpoint(run / "checkpoints" / "last.pt")["iteration"])
+        for argv in (
+            ["train", "--resume", str(run), "--iterations", at],
+            ["train", "--run-dir", str(run), "--overwrite", "--iterations", "1", *TINY],
+            ["baseline", "pretrained", "--resume", str(run)],
+        ):
+            assert main(argv) == 2, argv
+            error = capsys.readouterr().err
+            assert error.count("\n") == 1 and "another process is writing this run" in error
+        assert (run / "checkpoints" / "last.pt").exists()  # not moved away
+        while num_lines(run / "metrics.jsonl") <= lines:  # not cut back: the first run goes on
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.communicate()
+    done = load_checkpoint(run / "checkpoints" / "last.pt")["iteration"]
+    assert main(["train", "--resume", str(run), "--iterations", str(done + 1)]) == 0
+    assert [r["iteration"] for r in read_metrics(run)] == list(range(1, done + 2))
