@@ -16,7 +16,7 @@ import time
 import gymnasium as gym
 import numpy as np
 
-import metarl  # noqa: F401 - registers the gymnasium ids
+from metarl import envs  # registers the gymnasium ids
 
 MODES = ("vector_entry_point", "sync", "async")
 
@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--num-envs", type=int, default=8)
     parser.add_argument("--steps", type=int, default=2000, help="vector steps per mode")
     args = parser.parse_args()
-    env_id = f"metarl/{args.family}-v0"
+    env_id = envs.env_id(args.family)
     probe = gym.make_vec(env_id, num_envs=args.num_envs)
     actions = np.random.default_rng(0).uniform(-1, 1, size=(args.steps, *probe.action_space.shape))
     probe.close()

@@ -16,14 +16,13 @@ import time
 import gymnasium as gym
 from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv
 
-import metarl  # noqa: F401 - registers the gymnasium ids
 from metarl import envs
 from metarl.agents.common.vec_env import TaskVecEnv
 from metarl.agents.sb3_baselines import make_model
 
 
 def gymnasium_env(family: str):  # noqa: ANN201 - SubprocVecEnv's env factory
-    return lambda: gym.make(f"metarl/{family}-v0")
+    return lambda: gym.make(envs.env_id(family))
 
 
 def steps_per_second(env: VecEnv, updates: int, algorithm: str) -> tuple[float, float]:

@@ -1,9 +1,9 @@
 """Task families for meta-reinforcement learning, and their gymnasium registration.
 
 ``make_family(name, seed=..., **kwargs)`` builds a task family by name; every family is also
-registered with gymnasium as ``metarl/{name}-v0``: ``gymnasium.make`` gives one task of it
-(:mod:`metarl.envs.gym_env`), ``gymnasium.make_vec`` its batched simulator as a vector
-environment (:mod:`metarl.envs.vector_env`)."""
+registered with gymnasium as ``metarl/{name}-v{N}`` (:func:`env_id`): ``gymnasium.make`` gives
+one task of it (:mod:`metarl.envs.gym_env`), ``gymnasium.make_vec`` its batched simulator as a
+vector environment (:mod:`metarl.envs.vector_env`)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,9 @@ FAMILY_MODULES = {
     "MetaWorldML1": "metarl.envs.metaworld",  # needs Meta-World (metarl.envs.metaworld_compat)
     "MetaWorldML10": "metarl.envs.metaworld",
 }
+# The version of a family's gymnasium id where it is not 0: raised when the family's dynamics
+# or rewards change (its docstring's "Version history").
+VERSIONS = {"AntVel": 1, "AntDir": 1, "AntGoal": 1}
 # The families whose single-task gymnasium class lives in their own module (the others':
 # metarl.envs.gym_env).
 OWN_ENV_CLASS = frozenset({"MetaWorldML1", "MetaWorldML10"})
@@ -112,12 +115,16 @@ def make_task_vector_env(family: str, **kwargs: Any) -> TaskVectorEnv:
     return make_vector_env(family_class(family), **kwargs)
 
 
+def env_id(family: str) -> str:
+    """The gymnasium id of ``family``: ``metarl/{family}-v{version}``."""
+    return f"metarl/{family}-v{VERSIONS.get(family, 0)}"
+
+
 def _register_all() -> None:
     for name in FAMILY_MODULES:
-        env_id = f"metarl/{name}-v0"
-        if env_id not in gym.registry:
+        if env_id(name) not in gym.registry:
             gym.register(
-                id=env_id,
+                id=env_id(name),
                 entry_point=f"{env_class_module(name)}:{name}Env",
                 vector_entry_point=functools.partial(make_task_vector_env, name),
                 max_episode_steps=None,  # the environment truncates at its preset's horizon
@@ -138,6 +145,7 @@ __all__ = [
     "TaskFamily",
     "TaskVectorEnv",
     "default_num_threads",
+    "env_id",
     "family_class",
     "make_family",
     "make_task_env",

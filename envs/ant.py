@@ -30,8 +30,9 @@ class Ant(LocomotionFamily):
     forward or backward along x, ``AntGoal`` walks to a goal position in the plane.
 
     Physics presets (``physics``): ``"original"`` is the paper's rllab setup (timestep 0.02 s
-    with RK4, one physics step per control step; velocity and position of the whole robot's
-    centre of mass and contact forces from a forward pass at the new state);
+    with RK4, one physics step per control step, the rllab model's softer contacts, solimp
+    0.8 0.8 0.01; velocity and position of the whole robot's centre of mass and contact forces
+    from a forward pass at the new state);
     ``"gymnasium"`` is Ant-v5 as shipped (timestep 0.01 s, 5 physics steps, dt 0.05 s;
     finite-difference torso velocity, torso position, contact forces of the last substep).
 
@@ -116,12 +117,15 @@ class Ant(LocomotionFamily):
     for the families that do not use them.
 
     ## Version history
+    * v1: the original preset's contacts as the rllab model's (solimp 0.8 0.8 0.01, not
+      MuJoCo's default of gymnasium's model).
     * v0: initial version, rewards as in the MAML paper's code, two physics presets.
     """
 
     xml_file = "ant.xml"
     contact_sensors = True
     timestep = {"original": 0.02}
+    contact_impedance = {"original": (0.8, 0.8, 0.01)}
     default_task_reward_offset = 0.0
     default_goal_range: float | None = None
     goal_range: float  # AntGoal's

@@ -213,7 +213,7 @@ class TaskFamily(ABC):
     """
 
     name: str
-    """Family name used in configs and gymnasium ids (``metarl/{name}-v0``)."""
+    """Family name used in configs and gymnasium ids (``metarl/{name}-v{N}``, :func:`env_id`)."""
     task_dim: int
     """Length of a task's :func:`task_features`, appended to the observation by ``oracle``."""
     render_modes: tuple[str, ...] = ()

@@ -1,6 +1,6 @@
 """Single-task :class:`gymnasium.Env` classes built on a batch of one of any task family.
 
-``gymnasium.make("metarl/<Family>-v0", task=..., **family_arguments)`` builds the family's class
+``gymnasium.make("metarl/<Family>-vN", task=..., **family_arguments)`` builds the family's class
 below (``HalfCheetahVelEnv`` for ``HalfCheetahVel``); :class:`TaskEnv` wraps a family object.
 """
 
@@ -118,7 +118,7 @@ class TaskEnv(gym.Env[np.ndarray, np.ndarray]):
 
 class FamilyEnv(TaskEnv):
     """A :class:`TaskEnv` of the family ``family_class``, built from its keyword arguments: the
-    gymnasium entry point of ``metarl/<Family>-v0``."""
+    gymnasium entry point of ``metarl/<Family>-vN``."""
 
     family_class: ClassVar[type[TaskFamily]]
 
@@ -153,18 +153,18 @@ class HalfCheetahDirEnv(FamilyEnv):
 
 
 class AntVelEnv(FamilyEnv):
-    """``metarl/AntVel-v0``: one task of :class:`~metarl.envs.AntVel`."""
+    """``metarl/AntVel-v1``: one task of :class:`~metarl.envs.AntVel`."""
 
     family_class = AntVel
 
 
 class AntDirEnv(FamilyEnv):
-    """``metarl/AntDir-v0``: one task of :class:`~metarl.envs.AntDir`."""
+    """``metarl/AntDir-v1``: one task of :class:`~metarl.envs.AntDir`."""
 
     family_class = AntDir
 
 
 class AntGoalEnv(FamilyEnv):
-    """``metarl/AntGoal-v0``: one task of :class:`~metarl.envs.AntGoal`."""
+    """``metarl/AntGoal-v1``: one task of :class:`~metarl.envs.AntGoal`."""
 
     family_class = AntGoal

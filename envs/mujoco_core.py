@@ -403,6 +403,8 @@ class LocomotionFamily(TaskFamily):
     contact_sensors: bool = False
     planar: bool = False  # robot in the x-z plane: centre of mass by PlanarKinematics
     timestep: dict[str, float] = {}  # model timestep per preset, when it differs from the XML
+    # the geoms' contact impedance (solimp's dmin, dmax, width) per preset, when it differs
+    contact_impedance: dict[str, tuple[float, float, float]] = {}
     reward_task_key = "reward_forward"
     default_velocity_range: tuple[float, float] | None = None  # families with a velocity task
     velocity_range: tuple[float, float]
@@ -446,14 +448,20 @@ class LocomotionFamily(TaskFamily):
     def build_simulation(self, num_envs: int, num_threads: int | None = None) -> BatchedSimulation:
         """The batched simulation of this family's robot under its physics preset."""
         step_sensors = "contacts" if self.contact_sensors and not self.needs_probe else "none"
-        model = load_model(self.xml_file, step_sensors)
-        if self.preset in self.timestep:
-            model.opt.timestep = self.timestep[self.preset]
+        model = self.preset_model(step_sensors)
         probe = None
         if self.needs_probe:
-            probe = make_probe_model(load_model(self.xml_file, "all"), self.contact_sensors)
-            probe.opt.timestep = model.opt.timestep
+            probe = make_probe_model(self.preset_model("all"), self.contact_sensors)
         return BatchedSimulation(model, num_envs, self.physics.frame_skip, probe, num_threads)
+
+    def preset_model(self, sensors: str) -> mujoco.MjModel:
+        """The robot's model with the sensor set ``sensors``, under this family's preset."""
+        model = load_model(self.xml_file, sensors)
+        if self.preset in self.timestep:
+            model.opt.timestep = self.timestep[self.preset]
+        if self.preset in self.contact_impedance:
+            model.geom_solimp[:, :3] = self.contact_impedance[self.preset]
+        return model
 
     def initial_qpos(self, model: mujoco.MjModel) -> np.ndarray:
         """Mean initial joint positions before noise (the model's reference pose)."""

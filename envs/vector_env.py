@@ -1,6 +1,6 @@
 """A task family's batched environment as a :class:`gymnasium.vector.VectorEnv`.
 
-``gymnasium.make_vec("metarl/<Family>-v0", num_envs=n)`` builds it (the registrations'
+``gymnasium.make_vec("metarl/<Family>-vN", num_envs=n)`` builds it (the registrations'
 ``vector_entry_point``): the ``n`` environments step together in one call, in C for the MuJoCo
 families, instead of one Python environment each as ``vectorization_mode="sync"`` or ``"async"``
 would.  Sub-environment ``i`` behaves exactly as the single-task environment ``i`` of
@@ -177,7 +177,7 @@ def make_vector_env(
     task: Task | None = None,
     **family_arguments: Any,
 ) -> TaskVectorEnv:
-    """The ``vector_entry_point`` of ``metarl/<Family>-v0``: a :class:`TaskVectorEnv` of
+    """The ``vector_entry_point`` of ``metarl/<Family>-vN``: a :class:`TaskVectorEnv` of
     ``family_class`` built from its keyword arguments."""
     family = family_class.from_env_arguments(family_arguments)
     return TaskVectorEnv(family, num_envs, max_episode_steps, render_mode, task)

@@ -66,9 +66,18 @@ def rollout_env(
     return env, result, np.clip(action, -1, 1)
 
 
+RLLAB_ANT_CONTACTS = 'solimp=".8 .8 .01"'  # the default geom's in the rllab Ant model
+
+
 def plain_model(family: type[LocomotionFamily], preset: str) -> mujoco.MjModel:
-    """Gymnasium's XML loaded directly, with the preset's timestep: an independent reference."""
-    model = mujoco.MjModel.from_xml_path(os.path.join(ASSETS, family.xml_file))
+    """Gymnasium's XML loaded directly, with the preset's timestep (and for the original Ant,
+    the rllab model's default contact impedance written into its XML): an independent
+    reference."""
+    with open(os.path.join(ASSETS, family.xml_file)) as file:
+        xml = file.read()
+    if family.xml_file == "ant.xml" and preset == "original":
+        xml = xml.replace("<geom ", f"<geom {RLLAB_ANT_CONTACTS} ", 1)  # <default>'s geom
+    model = mujoco.MjModel.from_xml_string(xml)
     model.opt.timestep = family.timestep.get(preset, model.opt.timestep)
     return model
 
@@ -216,6 +225,28 @@ def test_contact_forces_equal_rne_post_constraint_original():
     assert np.abs(forces).max() > 1.0  # there were contacts to compare
 
 
+def test_original_ant_steps_as_the_rllab_model():
+    """The original preset steps the Ant as the rllab model does, its softer contacts
+    included: each slot's state after a step equals mj_step's on the reference model."""
+    env, _, _ = rollout_env(AntVel, "original", num_envs=4, num_steps=40, seed=5)
+    start = env.sim.state.copy()
+    action = np.random.default_rng(9).uniform(-1, 1, size=(4, env.action_dim))
+    env.step(action)
+    model = plain_model(AntVel, "original")
+    assert (model.geom_solimp[:, :3] == (0.8, 0.8, 0.01)).all()
+    contacts = 0
+    for slot in range(env.num_envs):
+        data = mujoco.MjData(model)
+        mujoco.mj_setState(model, data, start[slot], mujoco.mjtState.mjSTATE_FULLPHYSICS)
+        mujoco.mj_forward(model, data)
+        contacts += data.ncon
+        data.ctrl[:] = action[slot]
+        mujoco.mj_step(model, data)
+        np.testing.assert_allclose(env.sim.qpos[slot], data.qpos, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(env.sim.qvel[slot], data.qvel, rtol=0, atol=1e-8)
+    assert contacts > 0  # feet on the floor: the contacts mattered
+
+
 def test_contact_forces_gymnasium_are_those_of_the_last_substep():
     env, _, _ = rollout_env(AntGoal, "gymnasium", num_envs=4, num_steps=10, seed=5)
     start = env.sim.state.copy()
@@ -355,7 +386,7 @@ def test_original_forward_reward_uses_com_velocity(family):
 @pytest.mark.parametrize("family,gym_id", [(HalfCheetahDir, "HalfCheetah-v5"), (AntDir, "Ant-v5")])
 def test_gymnasium_preset_matches_gymnasium_v5(family, gym_id):
     """Same seed and actions: same reset, dynamics and finite-difference velocity as v5."""
-    ours = gym.make(f"metarl/{family.name}-v0", physics="gymnasium").unwrapped
+    ours = gym.make(envs.env_id(family.name), physics="gymnasium").unwrapped
     reference = gym.make(gym_id).unwrapped
     obs, _ = ours.reset(seed=7, options={"task": {"direction": 1.0}})
     reference_obs, _ = reference.reset(seed=7)
@@ -465,7 +496,7 @@ def test_batched_equals_single_env(family, preset):
     tasks = fam.sample_tasks(3)
     batch = fam.make_batched_env(3)
     batch.set_tasks(tasks)
-    single = gym.make(f"metarl/{family.name}-v0", physics=preset).unwrapped
+    single = gym.make(envs.env_id(family.name), physics=preset).unwrapped
     obs, _ = single.reset(seed=11, options={"task": tasks[0]})
     np.testing.assert_array_equal(batch.reset(np.random.default_rng(11))[0], obs)
     rng = np.random.default_rng(2)
@@ -480,7 +511,7 @@ def test_batched_equals_single_env(family, preset):
 
 @pytest.mark.parametrize("family,preset", CASES)
 def test_pickle_and_determinism(family, preset):
-    env = gym.make(f"metarl/{family.name}-v0", physics=preset).unwrapped
+    env = gym.make(envs.env_id(family.name), physics=preset).unwrapped
     env.reset(seed=3)
     actions = np.random.default_rng(0).uniform(-1, 1, size=(6, *env.action_space.shape))
     for action in actions[:3]:
@@ -490,7 +521,7 @@ def test_pickle_and_determinism(family, preset):
         first, second = env.step(action), clone.step(action)
         np.testing.assert_array_equal(first[0], second[0])
         assert first[1:4] == second[1:4]
-    fresh = gym.make(f"metarl/{family.name}-v0", physics=preset).unwrapped
+    fresh = gym.make(envs.env_id(family.name), physics=preset).unwrapped
     fresh.reset(seed=3)
     replay = [fresh.step(action) for action in actions][-1]
     np.testing.assert_array_equal(replay[0], first[0])
@@ -502,16 +533,16 @@ def test_pickle_and_determinism(family, preset):
 
 @pytest.mark.parametrize("family,preset", CASES)
 def test_env_checkers(family, preset):
-    env = gym.make(f"metarl/{family.name}-v0", physics=preset)
+    env = gym.make(envs.env_id(family.name), physics=preset)
     assert env.spec is not None and env.spec.id in envs.gym.registry
     check_env(env.unwrapped, skip_render_check=True)
-    sb3_check_env(gym.make(f"metarl/{family.name}-v0", physics=preset), warn=False)
+    sb3_check_env(gym.make(envs.env_id(family.name), physics=preset), warn=False)
     assert env.unwrapped.family.preset == preset
 
 
 @pytest.mark.parametrize("family,preset", [(HalfCheetahVel, "original"), (AntGoal, "gymnasium")])
 def test_render_rgb_array(family, preset):
-    env = gym.make(f"metarl/{family.name}-v0", physics=preset, render_mode="rgb_array")
+    env = gym.make(envs.env_id(family.name), physics=preset, render_mode="rgb_array")
     env.reset(seed=0)
     frame = env.render()
     env.close()

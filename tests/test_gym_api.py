@@ -11,7 +11,7 @@ from gymnasium.wrappers import HumanRendering, RenderCollection
 
 from metarl import envs
 
-IDS = [f"metarl/{name}-v0" for name in envs.FAMILIES]
+IDS = [envs.env_id(name) for name in envs.FAMILIES]
 TASKS = {
     "Navigation2D": {"goal": [0.2, -0.3]},
     "HalfCheetahVel": {"velocity": 1.5},
@@ -25,7 +25,7 @@ TASKS = {
 
 
 def family_of(env_id: str) -> str:
-    return env_id.split("/")[1].removesuffix("-v0")
+    return env_id.split("/")[1].rsplit("-v", 1)[0]
 
 
 @pytest.mark.parametrize("env_id", IDS)
@@ -106,7 +106,7 @@ def test_seed_is_a_reset_argument() -> None:
         ("metarl/Navigation2D-v0", {}, 100),
         ("metarl/HalfCheetahVel-v0", {}, 200),
         ("metarl/HalfCheetahVel-v0", {"physics": "gymnasium"}, 100),
-        ("metarl/AntGoal-v0", {"horizon": 7}, 7),
+        ("metarl/AntGoal-v1", {"horizon": 7}, 7),
     ],
     ids=["navigation", "cheetah-original", "cheetah-gymnasium", "ant-horizon-argument"],
 )

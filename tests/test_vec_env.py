@@ -17,7 +17,7 @@ FAMILIES = [("Navigation2D", {}), ("HalfCheetahVel", {}), ("AntVel", {}), ("AntD
 @pytest.mark.parametrize(("name", "kwargs"), FAMILIES, ids=[name for name, _ in FAMILIES])
 def test_one_slot_matches_the_gymnasium_environment(name: str, kwargs: dict) -> None:
     vec = TaskVecEnv(envs.make_family(name, seed=4, **kwargs), 1, seed=4)
-    single = gym.make(f"metarl/{name}-v0", **kwargs)
+    single = gym.make(envs.env_id(name), **kwargs)
     observation = vec.reset()
     expected, info = single.reset(seed=4, options={"task": vec.tasks[0]})
     np.testing.assert_allclose(observation[0], expected, rtol=1e-6)
