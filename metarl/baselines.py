@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from metarl import envs
 from metarl.agents.common.vec_env import TaskVecEnv
 from metarl.agents.sb3_baselines import copy_actor, load_model, make_model
 from metarl.checkpoint import CheckpointError, remove_stale_temp_files, save_checkpoint
@@ -104,6 +105,7 @@ class BaselineTrainer:
             "env_steps": self.env_steps,
             "best_return": self.best_return,
             "config": self.config.to_dict(),
+            "env_id": envs.env_id(self.config.env.family),
             "policy": {k: v.detach().clone() for k, v in self.policy.state_dict().items()},
             "task_rng": self.family.rng.bit_generator.state,
         }

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from metarl.agents.common.numerics import all_finite
+from metarl.envs import env_id
 from metarl.errors import CheckpointError, first_line
 
 FORMAT = "metarl-checkpoint-v1"
@@ -101,3 +102,12 @@ def find_checkpoint(path: Path, name: str = "last.pt") -> Path:
     if not candidate.is_file():
         raise CheckpointError(f"{path}: no checkpoint found (expected {candidate})")
     return candidate
+
+
+def environment_change(state: dict[str, Any]) -> str | None:
+    """How the gymnasium id of the family a training state was made on differs from this
+    metarl's (``"metarl/AntDir-v0, now metarl/AntDir-v1"``: its dynamics or rewards changed);
+    None if it does not.  States written before ids were recorded are of version 0."""
+    family = state["config"]["env"]["family"]
+    trained, now = state.get("env_id", f"metarl/{family}-v0"), env_id(family)
+    return None if trained == now else f"{trained}, now {now}"

@@ -530,6 +530,7 @@ def resumed_state(run_dir: Path, command: str) -> tuple[Config, dict[str, Any]]:
 def resumed_config(args: argparse.Namespace, saved: Config, state: dict[str, Any]) -> Config:
     """``--config`` if given, else the run's saved config, with the overrides of the flags; a
     config change needs ``--allow-config-change``, and the run cannot be shortened."""
+    from metarl.checkpoint import environment_change
     from metarl.config import apply_overrides, config_differences
 
     if args.config is not None:
@@ -537,6 +538,9 @@ def resumed_config(args: argparse.Namespace, saved: Config, state: dict[str, Any
     else:
         config = apply_overrides(saved.to_dict(), flag_overrides(args))
     differing = config_differences(saved, config)
+    change = environment_change(state)
+    if change is not None:
+        differing.append(f"the environment ({change})")
     if differing and not args.allow_config_change:
         raise UsageError(
             f"--resume: config differs from the run's in {', '.join(differing)} "
@@ -747,6 +751,7 @@ FIXED_ON_RESUME = {
 
 def command_baseline(args: argparse.Namespace) -> None:
     from metarl.baselines import BaselineTrainer
+    from metarl.checkpoint import environment_change
     from metarl.config import apply_overrides, load_config, resolve_config_path
     from metarl.rundir import check_new_run_dir, claimed
 
@@ -762,6 +767,9 @@ def command_baseline(args: argparse.Namespace) -> None:
             _last_checkpoint(run_dir)  # a run, before its lock is written beside it
             held.enter_context(claimed(run_dir, "--resume"))
             config, state = resumed_state(run_dir, "baseline")
+            change = environment_change(state)
+            if change is not None:
+                raise UsageError(f"--resume {run_dir}: the environment changed ({change})")
             method = config.baseline.method if config.baseline is not None else None
             if method != args.method:
                 raise UsageError(f"--resume {run_dir}: a {method} run, not {args.method}")

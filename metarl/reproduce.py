@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from metarl.baselines import BaselineTrainer, total_steps
-from metarl.checkpoint import atomic_write_bytes, load_checkpoint
+from metarl.checkpoint import atomic_write_bytes, environment_change, load_checkpoint
 from metarl.config import (
     Config,
     ConfigError,
@@ -134,6 +134,9 @@ def saved_state(config: Config, run_dir: Path) -> dict[str, Any] | None:
         return None
     state = load_checkpoint(last)
     differing = config_differences(validate_config(state["config"]), config)
+    change = environment_change(state)
+    if change is not None:
+        differing.append(f"the environment ({change})")
     if config.baseline is not None:
         # a longer budget continues the run; a stable-baselines3 run (or the untrained
         # random policy) does not sample with metarl's sampler

@@ -134,6 +134,7 @@ class Trainer:
             "rejected_steps": self.rejected_steps,
             "consecutive_rejections": self.consecutive_rejections,
             "config": self.config.to_dict(),
+            "env_id": envs.env_id(self.config.env.family),
             "policy": {k: v.detach().clone() for k, v in self.policy.state_dict().items()},
             "task_rng": self.family.rng.bit_generator.state,
             "sampler": self.sampler.state_dict(),

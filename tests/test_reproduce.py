@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from metarl.checkpoint import load_checkpoint
+from metarl.checkpoint import load_checkpoint, save_checkpoint
 from metarl.cli import main
-from metarl.config import bundled_config_path
+from metarl.config import bundled_config_path, validate_config
 from metarl.errors import ConfigError
 from metarl.logging import read_metrics
 from metarl.reproduce import (
@@ -31,11 +31,12 @@ TINY = [
     "policy.hidden_sizes=[8]",
     "env.kwargs={horizon: 10}",
 ]
+TINY_FLAGS = [part for setting in TINY for part in ("--set", setting)]
 FILL = "sampler:\n  fill_steps: true\n"
 
 
 def reproduce(tmp_path: Path, *settings: str, seeds: tuple[str, ...] = ("1", "2")) -> int:
-    flags = [part for setting in (*TINY, *settings) for part in ("--set", setting)]
+    flags = [*TINY_FLAGS, *(part for setting in settings for part in ("--set", setting))]
     return main(
         ["reproduce", "navigation", "--seeds", *seeds, *flags]
         + ["--runs-dir", str(tmp_path / "runs"), "--docs", str(tmp_path / "docs")]
@@ -130,6 +131,18 @@ def test_a_run_another_process_writes_is_refused_before_any_work(tmp_path: Path,
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "--runs-dir" in error and "another process" in error
     assert not (tmp_path / "runs").exists() and not (tmp_path / "docs").exists()
+
+
+def test_a_run_made_on_another_environment_version_is_refused(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "--run-dir", str(run), "--iterations", "1", *TINY_FLAGS]) == 0
+    last = run / "checkpoints" / "last.pt"
+    state = load_checkpoint(last)
+    config = validate_config(state["config"])
+    assert saved_state(config, run) is not None
+    save_checkpoint(last, {**state, "env_id": "metarl/Navigation2D-v7"})
+    with pytest.raises(ConfigError, match=r"differs in the environment \(metarl/Navigation2D-v7"):
+        saved_state(config, run)
 
 
 def test_criteria_are_the_issues_thresholds() -> None:

@@ -17,6 +17,7 @@ import torch
 
 from metarl.checkpoint import (
     FORMAT,
+    environment_change,
     find_checkpoint,
     load_checkpoint,
     remove_stale_temp_files,
@@ -100,7 +101,7 @@ def test_resume_cleans_crash_leftovers_and_keeps_best_consistent(tmp_path: Path)
     assert main(["train", "--run-dir", str(run), "--iterations", "2", *TINY]) == 0
     checkpoints = run / "checkpoints"
     state = load_checkpoint(checkpoints / "last.pt")
-    assert set(state) == {"format", *STATE_KEYS} and state["format"] == FORMAT
+    assert set(state) == {"format", "env_id", *STATE_KEYS} and state["format"] == FORMAT
     assert state["metrics_lines"] == 2 and state["config"]["train"]["num_iterations"] == 2
     # what a crash can leave: a half-written temporary file, and a best.pt of an iteration
     # logged after last.pt and discarded by the resume
@@ -238,3 +239,30 @@ def test_a_run_being_written_is_refused_to_a_second_process(tmp_path: Path, caps
     done = load_checkpoint(run / "checkpoints" / "last.pt")["iteration"]
     assert main(["train", "--resume", str(run), "--iterations", str(done + 1)]) == 0
     assert [r["iteration"] for r in read_metrics(run)] == list(range(1, done + 2))
+
+
+def test_a_run_made_on_another_environment_version_resumes_only_when_allowed(
+    tmp_path: Path, capsys
+) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "--run-dir", str(run), "--iterations", "1", *TINY]) == 0
+    capsys.readouterr()
+    last = run / "checkpoints" / "last.pt"
+    state = load_checkpoint(last)
+    assert state["env_id"] == "metarl/Navigation2D-v0"
+    save_checkpoint(last, {**state, "env_id": "metarl/Navigation2D-v7"})  # dynamics since changed
+    assert main(["train", "--resume", str(run), "--iterations", "2"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert "differs from the run's in the environment (metarl/Navigation2D-v7, now " in error
+    assert num_lines(run / "metrics.jsonl") == 1
+    assert main(["train", "--resume", str(run), "--iterations", "2", "--allow-config-change"]) == 0
+    assert load_checkpoint(last)["env_id"] == "metarl/Navigation2D-v0"
+
+
+def test_states_from_before_environment_ids_were_recorded_are_of_version_0() -> None:
+    def state(family: str) -> dict:
+        return {"config": {"env": {"family": family}}}
+
+    assert environment_change(state("Navigation2D")) is None
+    assert environment_change(state("AntDir")) == "metarl/AntDir-v0, now metarl/AntDir-v1"
