@@ -650,6 +650,7 @@ def command_evaluate(args: argparse.Namespace) -> None:
         raise UsageError("--inner-lr-grid: needs --steps >= 1")
     compare = [_read_curve(path) for path in args.compare]
     run = sampled_where_asked(load_run(args.run, args.checkpoint), args.ray_address)
+    note_environment_change(run)
     if args.paper:
         try:
             compare.append(paper_curve(run.config, make_family(run.config).preset))
@@ -659,6 +660,15 @@ def command_evaluate(args: argparse.Namespace) -> None:
     paths = write_evaluation(evaluation, args.out or run.output_dir(), compare)
     print(paths[TABLE_FILE].read_text(), end="")
     print(f"wrote {', '.join(map(str, paths.values()))}", file=sys.stderr)
+
+
+def note_environment_change(run: LoadedRun) -> None:
+    """A line on stderr when ``run`` was trained on another version of its family's env."""
+    if run.environment_change is not None:
+        print(
+            f"note: {run.name} was trained on {run.environment_change}: it runs on the latter",
+            file=sys.stderr,
+        )
 
 
 def _read_curve(path: Path):  # noqa: ANN202 - imported lazily
@@ -675,6 +685,7 @@ def command_video(args: argparse.Namespace) -> None:
     from metarl.video import RenderError, record_adaptation
 
     run = load_run(args.run, args.checkpoint)
+    note_environment_change(run)
     out = args.out or run.output_dir() / "adaptation.mp4"
     if out.suffix != ".mp4":
         raise UsageError(f"--out {out}: expected a .mp4 file")

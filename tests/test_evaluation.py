@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from metarl.agents.common.sampling import BatchSampler
+from metarl.checkpoint import load_checkpoint, save_checkpoint
 from metarl.cli import main
 from metarl.config import load_config
 from metarl.evaluation import (
@@ -203,3 +204,18 @@ def test_fill_steps_is_the_run_s_unless_a_flag_says_otherwise(tmp_path: Path) ->
     sampler = BatchSampler(family, 2, held_out_seeds(0)["sampler"], fill_steps=True)
     episodes = sampler.sample(family.sample_tasks(6), run.policy, run.policy.meta_parameters())
     assert runs["default"]["returns"][0] == episodes.returns_per_task().tolist()
+
+
+def test_a_checkpoint_of_another_env_version_is_evaluated_with_a_note(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = tmp_path / "older.pt"
+    state = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    save_checkpoint(checkpoint, {**state, "env_id": "metarl/Navigation2D-v7"})
+    assert main(["evaluate", str(checkpoint), *SMALL, "--out", str(tmp_path / "older")]) == 0
+    note = "note: older was trained on metarl/Navigation2D-v7, now metarl/Navigation2D-v0"
+    assert note in capsys.readouterr().err
+    assert main(["evaluate", str(run_dir), *SMALL, "--out", str(tmp_path / "same")]) == 0
+    assert "note:" not in capsys.readouterr().err
+    same, older = (read_json(tmp_path / name / "evaluation.json") for name in ("same", "older"))
+    assert same["returns"] == older["returns"]  # the same policy, on the current version
