@@ -482,7 +482,7 @@ def command_train(args: argparse.Namespace) -> None:
             if args.run_dir is not None or args.overwrite:
                 raise UsageError("--resume: --run-dir and --overwrite cannot be combined with it")
             run_dir = args.resume
-            _last_checkpoint(run_dir)  # a run, before its lock is written beside it
+            _last_checkpoint(run_dir)  # a run, before claimed() could make the folder
             held.enter_context(claimed(run_dir, "--resume"))
             saved, state = resumed_state(run_dir, "train")
             config = resumed_config(args, saved, state)
@@ -775,7 +775,7 @@ def command_baseline(args: argparse.Namespace) -> None:
             if given:
                 raise UsageError(f"--resume: {', '.join(given)} cannot be combined with it")
             run_dir = args.resume
-            _last_checkpoint(run_dir)  # a run, before its lock is written beside it
+            _last_checkpoint(run_dir)  # a run, before claimed() could make the folder
             held.enter_context(claimed(run_dir, "--resume"))
             config, state = resumed_state(run_dir, "baseline")
             change = environment_change(state)
