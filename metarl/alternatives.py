@@ -21,6 +21,7 @@ from typing import Any
 from metarl.config import Config
 from metarl.evaluation import Curve, plot_curves
 from metarl.paper import later_steps
+from metarl.provenance import commit, machine
 from metarl.reproduce import (
     NUM_EVAL_TASKS,
     TASKS,
@@ -28,8 +29,6 @@ from metarl.reproduce import (
     Task,
     checked_runs,
     command_flags,
-    commit,
-    machine,
     replace_marked,
     run_config,
     summary,

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import platform
 import re
 import shlex
-import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -46,6 +43,7 @@ from metarl.evaluation import (
 from metarl.logging import read_metrics
 from metarl.paper import PAPER, PaperRow, later_ratio
 from metarl.plotting import plot_learning_curves, read_run
+from metarl.provenance import commit, machine
 from metarl.rundir import claimed, directory_lock
 from metarl.training import Trainer
 
@@ -519,28 +517,3 @@ def replace_marked(text: str, marker: str, body: str) -> str | None:
     if not marked.search(text):
         return None
     return marked.sub(lambda _: f"{start}\n{body}\n{end}\n", text)
-
-
-def commit() -> str:
-    """The short hash of the checkout this module runs from ("unknown" outside one)."""
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).resolve().parent,
-            check=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return result.stdout.strip()
-
-
-def machine() -> str:
-    """Number of cores and CPU model of this machine."""
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), flags=re.MULTILINE)
-        model = found.group(1).strip() if found else model
-    return f"{os.cpu_count()} cores, {model}"
