@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from metarl.provenance import PACKAGE, commit
+from tests.sources import ROOT, copy_sources
 
-ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ("setup.cfg", "pyproject.toml", "README.md", "metarl", "envs", "agents", "configs")
 PRINT_COMMIT = "import metarl.provenance as p; print(p.PACKAGE, p.commit())"
 
 
@@ -54,14 +52,7 @@ def commit_of(site: Path) -> str:
 @pytest.fixture
 def checkout(tmp_path: Path) -> Path:
     """A git repository holding a copy of metarl's sources, committed."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for name in SOURCES:
-        path = ROOT / name
-        if path.is_dir():
-            shutil.copytree(path, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(path, repo / name)
+    repo = copy_sources(tmp_path / "repo")
     git(repo, "init", "-q")
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "sources")
