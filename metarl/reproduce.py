@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from metarl.baselines import BaselineTrainer, total_steps
 from metarl.checkpoint import atomic_write_bytes, environment_change, load_checkpoint
@@ -45,7 +46,7 @@ from metarl.paper import PAPER, PaperRow, later_ratio
 from metarl.plotting import plot_learning_curves, read_run
 from metarl.provenance import commit, machine
 from metarl.rundir import claimed, directory_lock
-from metarl.training import Trainer
+from metarl.training import CONFIG_FILE, Trainer
 
 # The paper's navigation "pretrained" was its MAML code with no inner step; the oracle is the same
 # TRPO told the goal.  Its locomotion baselines were plain TRPO on all tasks: SB3's here.  Every
@@ -251,7 +252,7 @@ def reproduce(
     flags = command_flags(seeds, task, overrides)
     flags += [p for o in baseline_overrides for p in ("--baseline-set", shlex.quote(o))]
     command = " ".join(["metarl reproduce", name, *flags])
-    return write_section(name, task, configs[seeds[0]], results, baselines, docs_dir, command)
+    return write_section(name, task, results, baselines, docs_dir, command)
 
 
 def baseline_run_configs(
@@ -303,7 +304,6 @@ def summary(results: Sequence[SeedResult]) -> tuple[list[float], list[float], st
 def write_section(
     name: str,
     task: Task,
-    config: Config,
     results: Sequence[SeedResult],
     baselines: dict[str, Evaluation],
     docs_dir: Path,
@@ -338,7 +338,7 @@ def write_section(
         "date": date.today().isoformat(),
         "commit": commit(),
         "machine": machine(),
-        "config": config.to_dict(),
+        "config": yaml.safe_load((results[0].run_dir / CONFIG_FILE).read_text()),  # as trained
         "checkpoint": "last.pt",
         "fill_steps": results[0].evaluation.config["sampler"]["fill_steps"],
         "mean": mean,

@@ -52,6 +52,7 @@ def test_tiny_reproduction_trains_resumes_and_rewrites_its_section(tmp_path: Pat
     )
     assert reproduce(tmp_path, "train.num_iterations=1") == 0
     assert reproduce(tmp_path, "train.num_iterations=2") == 0  # resumes both runs to 2
+    assert reproduce(tmp_path, "train.num_iterations=1") == 0  # keeps the longer runs
     for seed in (1, 2):
         records = read_metrics(tmp_path / "runs" / "navigation" / f"maml-seed{seed}")
         assert [r["iteration"] for r in records] == [1, 2]
@@ -60,6 +61,8 @@ def test_tiny_reproduction_trains_resumes_and_rewrites_its_section(tmp_path: Pat
     assert text.count("<!-- reproduce navigation -->") == 1 and text.endswith("## Other\n\nkept\n")
     record = json.loads((docs / "results" / "navigation.json").read_text())
     assert [s["iterations"] for s in record["seeds"]] == [2, 2]
+    assert record["config"]["train"]["num_iterations"] == 2  # the runs', not the request's
+    assert record["config"]["algorithm"]["num_tasks"] == 2
     per_seed = [s["mean"] for s in record["seeds"]]
     assert record["mean"] == pytest.approx([sum(m) / 2 for m in zip(*per_seed)])
     assert f"| MAML, metarl (± standard deviation over 2 seeds) | {record['mean'][0]:.1f}" in text
