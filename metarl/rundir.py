@@ -8,6 +8,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,8 +26,9 @@ WANDB_DIR = "wandb"  # where W&B writes, inside the run directory
 def directory_lock(folder: Path, wait: bool) -> Iterator[None]:
     """The system's exclusive lock on the directory ``folder`` itself (``flock``) for the block:
     it writes no file and ends with the process, even a killed one.  Without ``wait``, a lock
-    held by another process raises :class:`BlockingIOError`.  Where the system or the file
-    system has no such lock, nothing is held."""
+    held by another process, or a folder another process removed or replaced while this one
+    waited for the lock, raises :class:`BlockingIOError`.  Where the system or the file system
+    has no such lock (Windows, NFS), nothing is held, with a warning."""
     if fcntl is None:
         yield
         return
@@ -36,8 +38,15 @@ def directory_lock(folder: Path, wait: bool) -> Iterator[None]:
             fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             raise
-        except OSError:  # this file system has no directory locks
-            pass
+        except OSError as error:
+            warnings.warn(
+                f"{folder}: not locked, this file system has no directory locks ({error}); "
+                "make sure no other process writes it",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        if not _same_file(descriptor, folder):
+            raise BlockingIOError(f"{folder}: removed or replaced by another process")
         yield
     finally:
         os.close(descriptor)
@@ -46,13 +55,12 @@ def directory_lock(folder: Path, wait: bool) -> Iterator[None]:
 @contextlib.contextmanager
 def claimed(run_dir: Path, flag: str) -> Iterator[None]:
     """Hold ``run_dir`` for the block (:func:`directory_lock`), made if missing, and removed
-    again after the block with the parents it made if still empty: another process that claims
-    it meanwhile, to train, resume or replace that run, gets a :class:`UsageError` naming
-    ``flag``."""
+    again at its end, still held, with the parents it made if still empty: another process that
+    claims it meanwhile, to train, resume or replace that run, gets a :class:`UsageError`
+    naming ``flag``."""
     created = [folder for folder in (run_dir, *run_dir.parents) if not folder.exists()]
     run_dir.mkdir(parents=True, exist_ok=True)
-    held = contextlib.ExitStack()
-    try:
+    with contextlib.ExitStack() as held:
         try:
             held.enter_context(directory_lock(run_dir, wait=False))
         except BlockingIOError:
@@ -60,17 +68,15 @@ def claimed(run_dir: Path, flag: str) -> Iterator[None]:
                 f"{flag} {run_dir}: another process is writing this run (training or resuming "
                 "it); wait for it to end"
             ) from None
-        with held:
-            yield
-    finally:
-        for folder in created:  # the run directory first, then its parents
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
+        held.callback(_remove_empty, created)  # first, before the lock is released
+        yield
 
 
 def check_new_run_dir(run_dir: Path, overwrite: bool) -> None:
     """Refuse a path that is not a directory, a non-empty one unless ``overwrite``, and the
     current directory or one holding it (never replaced)."""
+    if run_dir.is_symlink() and not run_dir.exists():
+        raise UsageError(f"--run-dir {run_dir}: is a link to nothing")
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"--run-dir {run_dir}: exists and is not a directory")
     if _is_non_empty(run_dir) and not overwrite:
@@ -86,22 +92,25 @@ def check_new_run_dir(run_dir: Path, overwrite: bool) -> None:
 @contextlib.contextmanager
 def new_run_dir(run_dir: Path, overwrite: bool) -> Iterator[None]:
     """An empty ``run_dir``, created if need be, for the block that starts a new run (see
-    :func:`check_new_run_dir`).  A replaced run's files are moved aside meanwhile (the folder
-    stays, and whatever holds it, :func:`claimed`): deleted once the block succeeds, put back if
-    it raises."""
+    :func:`check_new_run_dir`).  A replaced run's files are moved aside meanwhile, into a hidden
+    folder inside it (the folder stays, and whatever holds it, :func:`claimed`): deleted once the
+    block succeeds, put back if it raises or if they cannot all be moved."""
     check_new_run_dir(run_dir, overwrite)
     replaced = None
     if _is_non_empty(run_dir):
-        replaced = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.replaced-", dir=run_dir.parent))
-        _move_entries(run_dir, replaced)
+        replaced = Path(tempfile.mkdtemp(prefix=".replaced-", dir=run_dir))
+        try:
+            _move_entries(run_dir, replaced, keep=replaced.name)
+        except OSError as error:
+            _put_back(replaced, run_dir)
+            raise UsageError(f"--run-dir {run_dir}: cannot replace its files ({error})") from None
     try:
         with restored_on_error(run_dir):
             run_dir.mkdir(parents=True, exist_ok=True)
             yield
     except BaseException:
         if replaced is not None:
-            _move_entries(replaced, run_dir)
-            replaced.rmdir()
+            _put_back(replaced, run_dir)
         raise
     if replaced is not None:
         shutil.rmtree(replaced)
@@ -123,9 +132,32 @@ def restored_on_error(run_dir: Path) -> Iterator[None]:
         raise
 
 
-def _move_entries(source: Path, target: Path) -> None:
+def _move_entries(source: Path, target: Path, keep: str | None = None) -> None:
     for entry in list(source.iterdir()):
-        entry.rename(target / entry.name)
+        if entry.name != keep:
+            entry.rename(target / entry.name)
+
+
+def _put_back(replaced: Path, run_dir: Path) -> None:
+    """The entries moved aside into ``replaced`` moved back into ``run_dir``, then it removed."""
+    _move_entries(replaced, run_dir)
+    replaced.rmdir()
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def _same_file(descriptor: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``descriptor``."""
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(descriptor)
+    return (opened.st_dev, opened.st_ino) == (now.st_dev, now.st_ino)
 
 
 def _is_non_empty(folder: Path) -> bool:

@@ -312,6 +312,9 @@ CASES = {
     # run directories
     "existing-run-dir": Case(NEW, "pass --overwrite to replace it", write("new/metrics.jsonl", "")),
     "run-dir-is-a-file": Case(NEW, "exists and is not a directory", write("new", "")),
+    "run-dir-links-to-nothing": Case(
+        NEW, "/new: is a link to nothing", lambda tmp, _: (tmp / "new").symlink_to("gone")
+    ),
     "run-dir-not-writable": Case(
         ["train", "--run-dir", "/proc/metarl/run", "--no-progress"], "/proc/metarl"
     ),
