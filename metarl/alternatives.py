@@ -79,6 +79,7 @@ def compare(
 ) -> Path:
     """Train, evaluate and document every method of :data:`METHODS` on ``TASKS[name]``;
     returns ``results.md``.  Every run folder is checked before any work."""
+    code = commit()  # now, before the checkout can move on during hours of training
     task = TASKS[name]
     seeds = tuple(seeds or task.seeds)
     configs = {seed: method_configs(task, seed, overrides) for seed in seeds}
@@ -98,7 +99,7 @@ def compare(
                 results[method].append(result)
     flags = command_flags(seeds, task, overrides)
     command = " ".join(["metarl reproduce", name, "--alternatives", *flags])
-    return write_block(name, task, configs[seeds[0]]["maml"], results, docs_dir, command)
+    return write_block(name, task, configs[seeds[0]]["maml"], results, docs_dir, command, code)
 
 
 def write_block(
@@ -108,8 +109,10 @@ def write_block(
     results: dict[str, list[SeedResult]],
     docs_dir: Path,
     command: str,
+    code: str,
 ) -> Path:
-    """``results/alternatives_NAME.{json,png}`` and the task's block in ``results.md``."""
+    """``results/alternatives_NAME.{json,png}`` and the task's block in ``results.md``;
+    ``code`` is the commit that ran (:func:`~metarl.provenance.commit`)."""
     figures = docs_dir / "results"
     figures.mkdir(parents=True, exist_ok=True)
     methods = {}
@@ -127,7 +130,7 @@ def write_block(
         "task": name,
         "command": command,
         "date": date.today().isoformat(),
-        "commit": commit(),
+        "commit": code,
         "machine": machine(),
         "config": config.to_dict(),
         "methods": methods,

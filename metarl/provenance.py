@@ -18,16 +18,16 @@ PACKAGE = Path(__file__).resolve().parent  # the installed (or checked-out) ``me
 
 
 def commit() -> str:
-    """The short hash of the commit whose code runs this process, ``-dirty`` appended when the
-    package's files differ from it; "unknown" where that cannot be told.
+    """The short hash of the commit of the package's code as it is now, ``-dirty`` appended
+    when its files differ from it; "unknown" where that cannot be told.  A process records it
+    at its start, before its checkout can move on.
 
     From a checkout (run in place or installed editable): its ``HEAD``.  From an installed copy:
     the commit pip recorded for an install from git (PEP 610), or, for an install from a local
     checkout, that checkout's ``HEAD`` while its files are still the installed ones.
     """
-    checkout = _git(PACKAGE, "rev-parse", "--show-toplevel")
-    if checkout is not None and _git(PACKAGE, "ls-files", "--error-unmatch", "__init__.py"):
-        return _head(Path(checkout))
+    if _git(PACKAGE, "ls-files", "--error-unmatch", "__init__.py") is not None:
+        return _head(PACKAGE.parent)
     origin = _install_origin()
     if "vcs_info" in origin:
         return str(origin["vcs_info"]["commit_id"])[:7]
@@ -61,7 +61,8 @@ def _git(folder: Path, *args: str) -> str | None:
 
 
 def _head(checkout: Path) -> str:
-    """``HEAD`` of ``checkout``, ``-dirty`` when its package sources hold uncommitted changes."""
+    """``HEAD`` of the project folder ``checkout`` (holding ``setup.cfg``), ``-dirty`` when its
+    package sources hold uncommitted changes."""
     short = _git(checkout, "rev-parse", "--short=7", "HEAD") or "unknown"
     folders = sorted(set(_package_dirs(checkout).values()))
     changed = _git(checkout, "status", "--porcelain", "--", *folders)

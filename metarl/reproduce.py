@@ -237,6 +237,7 @@ def reproduce(
     """Train, evaluate and document one task (``TASKS[name]``); returns ``results.md``.
     ``overrides`` apply to every run, ``baseline_overrides`` to the stable-baselines3 ones
     (e.g. ``baseline.total_steps``).  Every config is checked before any work."""
+    code = commit()  # now, before the checkout can move on during hours of training
     task = TASKS[name]
     seeds = tuple(seeds or task.seeds)
     configs = {seed: run_config(task, seed, overrides) for seed in seeds}
@@ -252,7 +253,7 @@ def reproduce(
     flags = command_flags(seeds, task, overrides)
     flags += [p for o in baseline_overrides for p in ("--baseline-set", shlex.quote(o))]
     command = " ".join(["metarl reproduce", name, *flags])
-    return write_section(name, task, results, baselines, docs_dir, command)
+    return write_section(name, task, results, baselines, docs_dir, command, code)
 
 
 def baseline_run_configs(
@@ -308,9 +309,11 @@ def write_section(
     baselines: dict[str, Evaluation],
     docs_dir: Path,
     command: str,
+    code: str,
 ) -> Path:
     """``results/NAME.json``, ``results/NAME_adaptation.png``,
-    ``results/NAME_learning_curve.png`` and the task's section of ``results.md``."""
+    ``results/NAME_learning_curve.png`` and the task's section of ``results.md``; ``code`` is
+    the commit that ran (:func:`~metarl.provenance.commit`)."""
     figures = docs_dir / "results"
     figures.mkdir(parents=True, exist_ok=True)
     mean, spread, spread_kind = summary(results)
@@ -336,7 +339,7 @@ def write_section(
         "task": name,
         "command": command,
         "date": date.today().isoformat(),
-        "commit": commit(),
+        "commit": code,
         "machine": machine(),
         "config": yaml.safe_load((results[0].run_dir / CONFIG_FILE).read_text()),  # as trained
         "checkpoint": "last.pt",
@@ -486,11 +489,17 @@ def _row(label: str, values: Sequence[float], spread: Sequence[float] | None = N
 
 def criterion_line(one_step: float, criterion: float) -> str:
     """The sentence giving the issue's criterion, MAML's return after one step and the verdict."""
-    verdict = "met" if one_step >= criterion else "**not met**"
-    digits = 2 if abs(one_step - criterion) < 0.1 else 1  # as many as the verdict needs
+    met = one_step >= criterion
+    # as many digits as the verdict needs: the values as shown compare as the values do
+    first = 2 if abs(one_step - criterion) < 0.1 else 1
+    digits = next(
+        (d for d in range(first, 7) if (round(one_step, d) >= round(criterion, max(d, 2))) == met),
+        6,
+    )
     return (
         f"Criterion (MAML after one step ≥ the paper's less 10% of its random-to-oracle range, "
-        f"{criterion:.2f}): {verdict} ({one_step:.{digits}f})."
+        f"{criterion:.{max(digits, 2)}f}): {'met' if met else '**not met**'} "
+        f"({one_step:.{digits}f})."
     )
 
 

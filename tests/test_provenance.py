@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from metarl import provenance
 from metarl.provenance import PACKAGE, commit
 from tests.sources import ROOT, copy_sources
 
@@ -65,6 +66,22 @@ def test_running_from_a_checkout_gives_its_head() -> None:
     folders = ["metarl", "envs", "agents", "configs"]
     changed = git(ROOT, "status", "--porcelain", "--", *folders)
     assert commit() == head(ROOT) + ("-dirty" if changed else "")
+
+
+def test_a_project_in_a_subfolder_of_its_repository_is_dirty_only_by_its_own_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = tmp_path / "repo"
+    copy_sources(repo / "project")
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "sources")
+    (repo / "notes.txt").write_text("another project's change")
+    monkeypatch.setattr(provenance, "PACKAGE", repo / "project" / "metarl")
+    assert commit() == head(repo)
+    paper = repo / "project" / "metarl" / "paper.py"
+    paper.write_text(paper.read_text() + "# an uncommitted change\n")
+    assert commit() == f"{head(repo)}-dirty"
 
 
 @pytest.mark.slow

@@ -164,6 +164,9 @@ def test_the_criterion_line_shows_the_digits_its_verdict_needs() -> None:
     assert criterion_line(447.64, 447.65).endswith("447.65): **not met** (447.64).")
     assert criterion_line(447.65, 447.65).endswith("447.65): met (447.65).")
     assert criterion_line(300.62, 447.65).endswith("447.65): **not met** (300.6).")
+    assert criterion_line(447.646, 447.65).endswith("447.650): **not met** (447.646).")
+    assert criterion_line(-98.5499, -98.55).endswith("-98.55): met (-98.55).")
+    assert criterion_line(-98.5501, -98.55).endswith("-98.5500): **not met** (-98.5501).")
 
 
 def test_replace_section_finds_markers_then_titles_then_appends() -> None:
