@@ -41,8 +41,10 @@ FAMILY_MODULES = {
     "MetaWorldML10": "metarl.envs.metaworld",
 }
 # The version of a family's gymnasium id where it is not 0: raised when the family's dynamics
-# or rewards change (its docstring's "Version history").
+# or rewards change (its docstring's "Version history"); and the physics presets a version
+# changed, where it left the others as they were.
 VERSIONS = {"AntVel": 1, "AntDir": 1, "AntGoal": 1}
+PRESETS_CHANGED = {(family, 1): ("original",) for family in ("AntVel", "AntDir", "AntGoal")}
 # The families whose single-task gymnasium class lives in their own module (the others':
 # metarl.envs.gym_env).
 OWN_ENV_CLASS = frozenset({"MetaWorldML1", "MetaWorldML10"})
@@ -120,6 +122,15 @@ def env_id(family: str) -> str:
     return f"metarl/{family}-v{VERSIONS.get(family, 0)}"
 
 
+def changed_since(family: str, version: int, physics: str | None) -> bool:
+    """Whether ``family`` under the physics preset ``physics`` (None: a family without presets)
+    is not what it was at ``version``: a later version changed it, or ``version`` is newer than
+    this metarl's."""
+    now = VERSIONS.get(family, 0)
+    changed = (PRESETS_CHANGED.get((family, v), [physics]) for v in range(version + 1, now + 1))
+    return version > now or any(physics in presets for presets in changed)
+
+
 def _register_all() -> None:
     for name in FAMILY_MODULES:
         if env_id(name) not in gym.registry:
@@ -144,6 +155,7 @@ __all__ = [
     "TaskEnv",
     "TaskFamily",
     "TaskVectorEnv",
+    "changed_since",
     "default_num_threads",
     "env_id",
     "family_class",

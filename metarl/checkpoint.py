@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 import os
 import pickle
@@ -13,7 +14,7 @@ from typing import Any
 import torch
 
 from metarl.agents.common.numerics import all_finite
-from metarl.envs import env_id
+from metarl.envs import changed_since, env_id, family_class
 from metarl.errors import CheckpointError, first_line
 
 FORMAT = "metarl-checkpoint-v1"
@@ -106,8 +107,21 @@ def find_checkpoint(path: Path, name: str = "last.pt") -> Path:
 
 def environment_change(state: dict[str, Any]) -> str | None:
     """How the gymnasium id of the family a training state was made on differs from this
-    metarl's (``"metarl/AntDir-v0, now metarl/AntDir-v1"``: its dynamics or rewards changed);
-    None if it does not.  States written before ids were recorded are of version 0."""
-    family = state["config"]["env"]["family"]
-    trained, now = state.get("env_id", f"metarl/{family}-v0"), env_id(family)
-    return None if trained == now else f"{trained}, now {now}"
+    metarl's (``"metarl/AntDir-v0, now metarl/AntDir-v1"``), where the versions between changed
+    the dynamics or rewards of the state's physics preset; None otherwise.  States written
+    before ids were recorded are of version 0."""
+    env = state["config"]["env"]
+    trained, now = state.get("env_id", f"metarl/{env['family']}-v0"), env_id(env["family"])
+    version = int(trained.rsplit("-v", 1)[1])
+    if trained == now or not changed_since(env["family"], version, _physics(env)):
+        return None
+    return f"{trained}, now {now}"
+
+
+def _physics(env: dict[str, Any]) -> str | None:
+    """The physics preset of a config's ``env`` section: its ``physics`` argument, else the
+    family's default (None for a family without presets)."""
+    if "physics" in env.get("kwargs", {}):
+        return str(env["kwargs"]["physics"])
+    default = inspect.signature(family_class(env["family"])).parameters.get("physics")
+    return None if default is None else str(default.default)

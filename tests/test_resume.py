@@ -266,3 +266,20 @@ def test_states_from_before_environment_ids_were_recorded_are_of_version_0() -> 
 
     assert environment_change(state("Navigation2D")) is None
     assert environment_change(state("AntDir")) == "metarl/AntDir-v0, now metarl/AntDir-v1"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "changed"),
+    [({}, True), ({"physics": "original"}, True), ({"physics": "gymnasium"}, False)],
+    ids=["default-preset", "original", "gymnasium"],
+)
+def test_a_version_changes_only_the_runs_of_the_presets_it_changed(
+    kwargs: dict, changed: bool
+) -> None:
+    """Ant v1 changed the original preset (the default) and left gymnasium's as it was."""
+    config = {"env": {"family": "AntGoal", "kwargs": kwargs}}
+    state = {"config": config, "env_id": "metarl/AntGoal-v0"}
+    expected = "metarl/AntGoal-v0, now metarl/AntGoal-v1" if changed else None
+    assert environment_change(state) == expected
+    later = {**state, "env_id": "metarl/AntGoal-v2"}  # from a later metarl: changed, whatever
+    assert environment_change(later) == "metarl/AntGoal-v2, now metarl/AntGoal-v1"
