@@ -377,8 +377,9 @@ def write_section(
 
 def update_results(docs_dir: Path, edit: Callable[[str], str]) -> Path:
     """``docs_dir/results.md`` rewritten by ``edit`` (a new file starts as "# Results"), one
-    process at a time (the lock of ``docs_dir``) and atomically."""
-    results_md = docs_dir / "results.md"
+    process at a time (the lock of ``docs_dir``) and atomically (where it is a link: the file
+    it links to)."""
+    results_md = (docs_dir / "results.md").resolve()
     docs_dir.mkdir(parents=True, exist_ok=True)
     with directory_lock(docs_dir, wait=True):
         text = results_md.read_text() if results_md.exists() else "# Results\n"

@@ -22,6 +22,7 @@ from metarl.reproduce import (
     replace_section,
     run_config,
     saved_state,
+    update_results,
 )
 from metarl.rundir import claimed
 
@@ -167,6 +168,16 @@ def test_the_criterion_line_shows_the_digits_its_verdict_needs() -> None:
     assert criterion_line(447.646, 447.65).endswith("447.650): **not met** (447.646).")
     assert criterion_line(-98.5499, -98.55).endswith("-98.55): met (-98.55).")
     assert criterion_line(-98.5501, -98.55).endswith("-98.5500): **not met** (-98.5501).")
+
+
+def test_results_md_is_rewritten_where_it_links_to(tmp_path: Path) -> None:
+    shared = tmp_path / "shared.md"
+    shared.write_text("# Results\n")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "results.md").symlink_to(shared)
+    update_results(docs, lambda text: text + "\nnew\n")
+    assert (docs / "results.md").is_symlink() and shared.read_text() == "# Results\n\nnew\n"
 
 
 def test_replace_section_finds_markers_then_titles_then_appends() -> None:
