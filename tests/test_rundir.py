@@ -19,14 +19,30 @@ def files(folder: Path) -> dict[str, str]:
     }
 
 
+OLD_RUN = {
+    "checkpoints/last.pt": "old checkpoint",
+    "config.yaml": "old config",
+    "metrics.jsonl": "old metrics",
+}
+
+
 @pytest.fixture
 def old_run(tmp_path: Path) -> Path:
     run = tmp_path / "run"
-    (run / "checkpoints").mkdir(parents=True)
-    (run / "checkpoints" / "last.pt").write_text("old checkpoint")
-    (run / "metrics.jsonl").write_text("old metrics")
-    (run / "config.yaml").write_text("old config")
+    for name, content in OLD_RUN.items():
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text(content)
     return run
+
+
+def assert_as_it_was(run: Path) -> None:
+    """The old run in its folder, and nothing else (no hidden folder of moved files)."""
+    assert files(run) == OLD_RUN
+    assert sorted(path.name for path in run.iterdir()) == [
+        "checkpoints",
+        "config.yaml",
+        "metrics.jsonl",
+    ]
 
 
 def test_a_lock_got_on_a_folder_since_replaced_is_refused(tmp_path: Path) -> None:
@@ -85,16 +101,10 @@ def test_a_run_replaced_through_a_link_stays_behind_the_link(old_run: Path, tmp_
 
 
 def test_a_failed_start_puts_the_replaced_run_back(old_run: Path) -> None:
-    before = files(old_run)
     with pytest.raises(RuntimeError), new_run_dir(old_run, overwrite=True):
         (old_run / "config.yaml").write_text("new config")
         raise RuntimeError("W&B did not start")
-    assert files(old_run) == before
-    assert sorted(path.name for path in old_run.iterdir()) == [
-        "checkpoints",
-        "config.yaml",
-        "metrics.jsonl",
-    ]
+    assert_as_it_was(old_run)
 
 
 def test_a_run_whose_files_cannot_all_be_moved_aside_is_left_as_it_was(
@@ -102,7 +112,6 @@ def test_a_run_whose_files_cannot_all_be_moved_aside_is_left_as_it_was(
 ) -> None:
     """A move that fails partway (a busy mount point, a read-only subfolder) puts back what
     was moved: no file of the old run is left in a hidden folder."""
-    before = files(old_run)
     rename = Path.rename
 
     def rename_but_metrics(self: Path, target: Path) -> Path:
@@ -114,12 +123,7 @@ def test_a_run_whose_files_cannot_all_be_moved_aside_is_left_as_it_was(
     with pytest.raises(UsageError, match="--run-dir .*: cannot replace its files"):
         with new_run_dir(old_run, overwrite=True):
             pytest.fail("the block must not run")
-    assert files(old_run) == before
-    assert sorted(path.name for path in old_run.iterdir()) == [
-        "checkpoints",
-        "config.yaml",
-        "metrics.jsonl",
-    ]
+    assert_as_it_was(old_run)
 
 
 def test_a_file_system_without_directory_locks_is_said(
