@@ -42,6 +42,8 @@ BAD_OVERRIDES = {
     "bad-device": (["train.device=tpu"], r"train.device: .*'cpu' or 'cuda'"),
     "not-key-value": (["algorithm.inner_lr"], r"expected KEY=VALUE"),
     "negative-seed": (["train.seed=-1"], r"train.seed: .*greater than or equal to 0"),
+    # 2**32 + s would seed a training run with the held-out stream of seed s (two NumPy words)
+    "seed-of-33-bits": (["train.seed=4294967296"], r"train.seed: .*less than 4294967296"),
     "zero-subsample": (["algorithm.cg_subsample=0"], r"algorithm.cg_subsample: .*greater than 0"),
     "subsample-by-double-backprop": (
         ["algorithm.cg_subsample=0.5", "algorithm.hessian_method=double_backprop"],
