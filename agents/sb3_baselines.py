@@ -5,7 +5,8 @@ family, a new task each episode (:class:`TaskVecEnv`); "oracle" is the same on t
 ``oracle=True``, whose observation holds the task.  The actor has the MAML policy's architecture
 (hidden sizes, nonlinearity, state-independent log-std, initial std), so that
 :func:`copy_actor` turns it into a :class:`GaussianMLPPolicy` that metarl adapts and evaluates like
-a MAML policy.  The critic is SB3's value network (the original used a linear baseline).
+a MAML policy.  The critic is SB3's value network, with SB3's GAE λ of 0.95 (the original used
+a linear baseline, with λ = 1 as MAML's ``gae_lambda``).
 """
 
 from __future__ import annotations

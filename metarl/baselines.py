@@ -5,8 +5,9 @@ section), ``metrics.jsonl`` (one line per update: ``return`` of the episodes tha
 ``env_steps``, ``kl``, seconds), and ``checkpoints/last.pt`` and ``best.pt`` holding the actor
 as a metarl policy, so ``metarl evaluate`` adapts a baseline exactly as it adapts MAML.
 ``last.pt`` also holds the SB3 learner and the task and noise streams, for ``--resume``, which
-continues from the last update (episodes in flight start again).  ``metarl plot`` draws MAML
-runs only.
+continues from the last update (episodes in flight start again, and SB3's loading re-seeds the
+action noise: unlike a MAML run, a resumed run is not the uninterrupted one).  ``metarl plot``
+draws MAML runs only.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from metarl.agents.common.vec_env import TaskVecEnv
 from metarl.agents.sb3_baselines import copy_actor, load_model, make_model
 from metarl.checkpoint import CheckpointError, remove_stale_temp_files, save_checkpoint
 from metarl.components import build_policy, derived_seeds, make_family
-from metarl.config import BaselineConfig, Config
+from metarl.config import BaselineConfig, Config, ConfigError
 from metarl.logging import MetricsLog, Progress
 from metarl.training import IterationHook, write_resolved_config
 
@@ -41,7 +42,12 @@ def total_steps(config: Config) -> int:
     baseline = _baseline(config)
     if baseline.total_steps is not None:
         return baseline.total_steps
-    robot = next(name for name in PAPER_UPDATES if config.env.family.startswith(name))
+    robot = next((name for name in PAPER_UPDATES if config.env.family.startswith(name)), None)
+    if robot is None:
+        raise ConfigError(
+            f"baseline.total_steps: needed for {config.env.family}, which the paper's budget "
+            "does not cover"
+        )
     return PAPER_UPDATES[robot] * baseline.steps_per_update
 
 

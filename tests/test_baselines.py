@@ -13,11 +13,11 @@ import torch
 from metarl import envs
 from metarl.agents.common.vec_env import TaskVecEnv
 from metarl.agents.sb3_baselines import copy_actor, make_model
-from metarl.baselines import BaselineTrainer
+from metarl.baselines import BaselineTrainer, total_steps
 from metarl.checkpoint import load_checkpoint
 from metarl.cli import main
 from metarl.components import build_policy
-from metarl.config import load_config
+from metarl.config import ConfigError, load_config
 from metarl.logging import read_metrics
 from metarl.training import Trainer
 
@@ -105,3 +105,10 @@ def test_resume_continues_the_task_stream_and_restores_best(tmp_path: Path) -> N
     assert resumed.env.episode_tasks == drawn and resumed.iteration == 1
     assert resumed.family.sample_tasks(3) == following
     assert load_checkpoint(run / "checkpoints" / "best.pt")["iteration"] == 1
+
+
+def test_a_family_outside_the_papers_budget_needs_total_steps() -> None:
+    config = load_config(None, ["env.family=MetaWorldML1", "baseline.method=pretrained"])
+    with pytest.raises(ConfigError, match=r"^baseline.total_steps: needed for MetaWorldML1"):
+        total_steps(config)
+    assert total_steps(load_config(None, ["baseline.method=pretrained"])) == 100 * 20_000
