@@ -171,12 +171,13 @@ def adapt_to_tasks(
 
 @dataclass
 class Curve:
-    """Mean ± standard error of the return after 0..K steps, as drawn in plots and tables."""
+    """Mean ± spread of the return after 0..K steps, as drawn in plots and tables: the standard
+    error over tasks, unless the label says otherwise (e.g. the deviation across seeds)."""
 
     label: str
     preset: str
     mean: list[float]
-    stderr: list[float]
+    spread: list[float]
 
     @classmethod
     def from_file(cls, path: Path) -> Curve:
@@ -216,7 +217,7 @@ class Evaluation:
     @property
     def stderr(self) -> list[float]:
         """Standard error over tasks: sample std (ddof 1) / √N; 0 for a single task."""
-        return self.curve().stderr
+        return self.curve().spread
 
     def curve(self) -> Curve:
         """Mean ± standard error over tasks of the return after 0..K steps."""
@@ -235,7 +236,7 @@ class Evaluation:
     def to_dict(self) -> dict[str, Any]:
         data = {**asdict(self), "steps": self.steps, "mean": self.mean, "stderr": self.stderr}
         if (success := self.success_curve()) is not None:
-            data.update(success_mean=success.mean, success_stderr=success.stderr)
+            data.update(success_mean=success.mean, success_stderr=success.spread)
         return data
 
 
@@ -272,8 +273,16 @@ def choose_step_size(
         trial = replace(settings, inner_lr=step_size, num_tasks=num_tasks)
         adapted = adapt_to_tasks(run.config, run.policy, trial, family, tasks, seeds["sampler"])
         scores.append(float(np.mean([e.mean_return() for _, e in adapted.steps[1:]])))
-    best = max(range(len(grid)), key=scores.__getitem__)
-    return StepSizeChoice(list(grid), scores, grid[best], num_tasks)
+    return StepSizeChoice(list(grid), scores, grid[best_score(scores)], num_tasks)
+
+
+def best_score(scores: Sequence[float]) -> int:
+    """The index of the highest score, where a step size that diverged (NaN, ±inf) is never
+    the best; an error if every one did."""
+    finite = [k for k, score in enumerate(scores) if math.isfinite(score)]
+    if not finite:
+        raise ValueError(f"every step size of the grid gave a non-finite return: {scores}")
+    return max(finite, key=scores.__getitem__)
 
 
 def evaluate(
@@ -335,14 +344,15 @@ def markdown_table(curves: Sequence[Curve], digits: int = 2) -> str:
     header = ["run", "preset", *(f"{k} step{'' if k == 1 else 's'}" for k in range(num_steps))]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for curve in curves:
-        cells = [f"{m:.{digits}f} ± {s:.{digits}f}" for m, s in zip(curve.mean, curve.stderr)]
+        cells = [f"{m:.{digits}f} ± {s:.{digits}f}" for m, s in zip(curve.mean, curve.spread)]
         cells += ["—"] * (num_steps - len(cells))
         lines.append("| " + " | ".join([curve.label, curve.preset, *cells]) + " |")
     return "\n".join(lines) + "\n"
 
 
 def plot_curves(curves: Sequence[Curve], path: Path, title: str) -> None:
-    """Return vs number of gradient steps, error bars = standard error (PNG, Agg backend)."""
+    """Return vs number of gradient steps, error bars = each curve's spread (PNG, Agg
+    backend)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -353,7 +363,7 @@ def plot_curves(curves: Sequence[Curve], path: Path, title: str) -> None:
         axes.errorbar(
             range(len(curve.mean)),
             curve.mean,
-            yerr=curve.stderr,
+            yerr=curve.spread,
             capsize=3,
             marker="o",
             label=f"{curve.label} ({curve.preset})",

@@ -18,6 +18,7 @@ from metarl.cli import main
 from metarl.config import load_config
 from metarl.evaluation import (
     AdaptationSettings,
+    best_score,
     evaluate,
     held_out_family,
     held_out_seeds,
@@ -219,3 +220,11 @@ def test_a_checkpoint_of_another_env_version_is_evaluated_with_a_note(
     assert "note:" not in capsys.readouterr().err
     same, older = (read_json(tmp_path / name / "evaluation.json") for name in ("same", "older"))
     assert same["returns"] == older["returns"]  # the same policy, on the current version
+
+
+def test_a_step_size_that_diverged_is_never_chosen() -> None:
+    nan, inf = float("nan"), float("inf")
+    assert best_score([nan, 3.0, 5.0, 4.0]) == 2  # max() would keep the NaN it saw first
+    assert best_score([-1.0, inf, -2.0]) == 0
+    with pytest.raises(ValueError, match="every step size of the grid gave a non-finite return"):
+        best_score([nan, -inf])
