@@ -136,8 +136,10 @@ def write_block(
         "methods": methods,
     }
     (figures / f"alternatives_{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+    num_seeds = len(results["maml"])
+    across = f" ({num_seeds} seeds, ± sd across them)" if num_seeds > 1 else ""
     curves = [
-        Curve(METHODS[method][0], "original", entry["mean"], entry["spread"])
+        Curve(METHODS[method][0] + across, "original", entry["mean"], entry["spread"])
         for method, entry in methods.items()
     ]
     title = f"{task.title}: {NUM_EVAL_TASKS} held-out tasks, {task.num_trajectories} trajectories"

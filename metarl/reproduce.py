@@ -317,7 +317,7 @@ def write_section(
     figures = docs_dir / "results"
     figures.mkdir(parents=True, exist_ok=True)
     mean, spread, spread_kind = summary(results)
-    seeds = f"{len(results)} seed{'' if len(results) == 1 else 's'}"
+    seeds = "1 seed" if len(results) == 1 else f"{len(results)} seeds, ± sd across them"
     curves = [Curve(f"MAML, metarl ({seeds})", "original", mean, spread)]
     curves += [
         Curve(f"{method}, metarl", "original", evaluation.mean, evaluation.stderr)
