@@ -28,13 +28,14 @@ def commit() -> str:
     """
     if _git(PACKAGE, "ls-files", "--error-unmatch", "__init__.py") is not None:
         return _head(PACKAGE.parent)
-    origin = _install_origin()
+    distribution = _distribution()
+    origin = _install_origin(distribution)
     if "vcs_info" in origin:
         return str(origin["vcs_info"]["commit_id"])[:7]
     url = urlparse(str(origin.get("url", "")))
     if "dir_info" in origin and url.scheme == "file":
         source = Path(unquote(url.path))
-        if _git(source, "rev-parse", "HEAD") is not None and _installed_from(source):
+        if _git(source, "rev-parse", "HEAD") is not None and _installed_from(distribution, source):
             return _head(source)
     return "unknown"
 
@@ -83,16 +84,14 @@ def _distribution() -> Distribution | None:
     return next(iter(Distribution.discover(name="metarl", path=[str(PACKAGE.parent)])), None)
 
 
-def _install_origin() -> dict:
-    """The PEP 610 record of where pip installed this package from ({} when there is none)."""
-    distribution = _distribution()
+def _install_origin(distribution: Distribution | None) -> dict:
+    """The PEP 610 record of where pip installed ``distribution`` from ({} when there is none)."""
     text = distribution.read_text("direct_url.json") if distribution else None
     return json.loads(text) if text else {}
 
 
-def _installed_from(checkout: Path) -> bool:
-    """Whether every installed source file of the package equals its file in ``checkout``."""
-    distribution = _distribution()
+def _installed_from(distribution: Distribution | None, checkout: Path) -> bool:
+    """Whether every installed source file of ``distribution`` equals its file in ``checkout``."""
     if distribution is None or not distribution.files:
         return False
     folders = _package_dirs(checkout)

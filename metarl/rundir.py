@@ -25,9 +25,9 @@ WANDB_DIR = "wandb"  # where W&B writes, inside the run directory
 @contextlib.contextmanager
 def directory_lock(folder: Path, wait: bool) -> Iterator[None]:
     """The system's exclusive lock on the directory ``folder`` itself (``flock``) for the block:
-    it writes no file and ends with the process, even a killed one.  Without ``wait``, a lock
-    held by another process, or a folder another process removed or replaced while this one
-    waited for the lock, raises :class:`BlockingIOError`.  Where the system or the file system
+    it writes no file and ends with the process, even a killed one.  A lock held by another
+    process (without ``wait``), or a folder another process removed or replaced before this
+    one got the lock, raises :class:`BlockingIOError`.  Where the system or the file system
     has no such lock (Windows, NFS), nothing is held, with a warning."""
     if fcntl is None:
         yield
