@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from metarl.arguments import REPRODUCIBLE_TASKS
 from metarl.cli import main
 from metarl.config import bundled_configs
 from metarl.envs import FAMILIES
@@ -48,6 +49,14 @@ def test_help_and_version_import_no_heavy_library(argv: list[str]) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "[]"
+
+
+def test_reproduce_offers_every_row_of_the_table() -> None:
+    """The parser names the rows without importing :mod:`metarl.reproduce`: the two lists must
+    not drift apart."""
+    from metarl.reproduce import TASKS
+
+    assert REPRODUCIBLE_TASKS == tuple(TASKS)
 
 
 def test_version_is_the_installed_one(capsys: pytest.CaptureFixture[str]) -> None:
