@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from metarl.agents.common.numerics import all_finite
+from metarl.config import Config, config_differences
 from metarl.envs import changed_since, env_id, family_class
 from metarl.errors import CheckpointError, first_line
 
@@ -116,6 +117,17 @@ def environment_change(state: dict[str, Any]) -> str | None:
     if trained == now or not changed_since(env["family"], version, _physics(env)):
         return None
     return f"{trained}, now {now}"
+
+
+def resume_differences(saved: Config, config: Config, state: dict[str, Any]) -> list[str]:
+    """What continuing the run of ``state`` (its validated config ``saved``) with ``config``
+    would change: the differing config keys, then the environment where its version changed
+    since the run began."""
+    differing = config_differences(saved, config)
+    change = environment_change(state)
+    if change is not None:
+        differing.append(f"the environment ({change})")
+    return differing
 
 
 def _physics(env: dict[str, Any]) -> str | None:

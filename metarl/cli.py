@@ -166,17 +166,14 @@ def resumed_state(run_dir: Path, command: str) -> tuple[Config, dict[str, Any]]:
 def resumed_config(args: argparse.Namespace, saved: Config, state: dict[str, Any]) -> Config:
     """``--config`` if given, else the run's saved config, with the overrides of the flags; a
     config change needs ``--allow-config-change``, and the run cannot be shortened."""
-    from metarl.checkpoint import environment_change
-    from metarl.config import apply_overrides, config_differences
+    from metarl.checkpoint import resume_differences
+    from metarl.config import apply_overrides
 
     if args.config is not None:
         config = train_config(args)
     else:
         config = apply_overrides(saved.to_dict(), flag_overrides(args))
-    differing = config_differences(saved, config)
-    change = environment_change(state)
-    if change is not None:
-        differing.append(f"the environment ({change})")
+    differing = resume_differences(saved, config, state)
     if differing and not args.allow_config_change:
         raise UsageError(
             f"--resume: config differs from the run's in {', '.join(differing)} "

@@ -22,11 +22,10 @@ import numpy as np
 import yaml
 
 from metarl.baselines import BaselineTrainer, total_steps
-from metarl.checkpoint import atomic_write_bytes, environment_change, load_checkpoint
+from metarl.checkpoint import atomic_write_bytes, load_checkpoint, resume_differences
 from metarl.config import (
     Config,
     ConfigError,
-    config_differences,
     load_config,
     resolve_config_path,
     validate_config,
@@ -132,10 +131,7 @@ def saved_state(config: Config, run_dir: Path) -> dict[str, Any] | None:
             raise ConfigError(f"{run_dir}: not empty but holds no checkpoint; move it away")
         return None
     state = load_checkpoint(last)
-    differing = config_differences(validate_config(state["config"]), config)
-    change = environment_change(state)
-    if change is not None:
-        differing.append(f"the environment ({change})")
+    differing = resume_differences(validate_config(state["config"]), config, state)
     if config.baseline is not None:
         # a longer budget continues the run; a stable-baselines3 run (or the untrained
         # random policy) does not sample with metarl's sampler
