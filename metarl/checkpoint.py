@@ -106,17 +106,50 @@ def find_checkpoint(path: Path, name: str = "last.pt") -> Path:
     return candidate
 
 
+def trained_env_id(state: dict[str, Any]) -> str:
+    """The gymnasium id of the family's version a training state was last trained on; states
+    written before ids were recorded are of version 0."""
+    return str(state.get("env_id", f"metarl/{state['config']['env']['family']}-v0"))
+
+
 def environment_change(state: dict[str, Any]) -> str | None:
-    """How the gymnasium id of the family a training state was made on differs from this
+    """How the version of the family a training state was last trained on differs from this
     metarl's (``"metarl/AntDir-v0, now metarl/AntDir-v1"``), where the versions between changed
-    the dynamics or rewards of the state's physics preset; None otherwise.  States written
-    before ids were recorded are of version 0."""
-    env = state["config"]["env"]
-    trained, now = state.get("env_id", f"metarl/{env['family']}-v0"), env_id(env["family"])
-    version = int(trained.rsplit("-v", 1)[1])
-    if trained == now or not changed_since(env["family"], version, _physics(env)):
+    the dynamics or rewards of the state's physics preset; None otherwise."""
+    trained = trained_env_id(state)
+    if not _changed_since(state["config"]["env"], trained):
         return None
-    return f"{trained}, now {now}"
+    return f"{trained}, now {env_id(state['config']['env']['family'])}"
+
+
+def training_environment_change(state: dict[str, Any]) -> str | None:
+    """:func:`environment_change` over the whole run: with the earlier versions a resumed run
+    was trained on (``env_before``: the last iteration on each, and its id) where they changed
+    since, each with its iterations (``"metarl/AntDir-v0 (iterations 1-200), now
+    metarl/AntDir-v1"``)."""
+    env = state["config"]["env"]
+    spans = [*state.get("env_before", []), (state["iteration"], trained_env_id(state))]
+    changed, first = [], 1
+    for last, trained in spans:
+        if _changed_since(env, trained):
+            span = f"iteration {last}" if int(last) == first else f"iterations {first}-{last}"
+            changed.append(f"{trained} ({span})")
+        first = int(last) + 1
+    if not changed:
+        return None
+    if len(spans) == 1:  # the whole run on one version
+        return environment_change(state)
+    return f"{', '.join(changed)}, now {env_id(env['family'])}"
+
+
+def _changed_since(env: dict[str, Any], trained: str) -> bool:
+    """Whether the family of a config's ``env`` section changed its preset's dynamics or
+    rewards since the version ``trained`` (its gymnasium id); a later version counts as
+    changed."""
+    if trained == env_id(env["family"]):
+        return False
+    version = int(trained.rsplit("-v", 1)[1])
+    return changed_since(env["family"], version, _physics(env))
 
 
 def resume_differences(saved: Config, config: Config, state: dict[str, Any]) -> list[str]:

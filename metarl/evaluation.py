@@ -32,7 +32,7 @@ from metarl.agents.common.episodes import Episodes
 from metarl.agents.common.policies import GaussianMLPPolicy, Params
 from metarl.agents.common.sampling import FILL_LIMIT
 from metarl.agents.maml_trpo import PolicyGradientAdaptation
-from metarl.checkpoint import environment_change, find_checkpoint, load_checkpoint
+from metarl.checkpoint import find_checkpoint, load_checkpoint, training_environment_change
 from metarl.components import (
     build_policy,
     build_sampler,
@@ -114,7 +114,7 @@ def load_run(path: Path, checkpoint: str = "best") -> LoadedRun:
     config = validate_config(state["config"])
     policy = build_policy(config, make_family(config))
     policy.load_state_dict(state["policy"])
-    return LoadedRun(config, policy, found, environment_change(state))
+    return LoadedRun(config, policy, found, training_environment_change(state))
 
 
 def held_out_family(config: Config, seed: int) -> envs.TaskFamily:

@@ -20,6 +20,7 @@ from metarl.checkpoint import (
     atomic_write_bytes,
     remove_stale_temp_files,
     save_checkpoint,
+    trained_env_id,
 )
 from metarl.components import (
     Agent,
@@ -119,6 +120,9 @@ class Trainer:
         self.best: dict[str, Any] | None = None  # the content of best.pt
         self.rejected_steps = 0  # meta-steps rejected for a NaN or an Inf, in total ...
         self.consecutive_rejections = 0  # ... and in a row up to now
+        # earlier versions of the family's environment, where a resume accepted a change:
+        # [last iteration trained on it, its gymnasium id]
+        self.env_before: list[list[int | str]] = []
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -135,6 +139,7 @@ class Trainer:
             "consecutive_rejections": self.consecutive_rejections,
             "config": self.config.to_dict(),
             "env_id": envs.env_id(self.config.env.family),
+            "env_before": [list(span) for span in self.env_before],
             "policy": {k: v.detach().clone() for k, v in self.policy.state_dict().items()},
             "task_rng": self.family.rng.bit_generator.state,
             "sampler": self.sampler.state_dict(),
@@ -160,6 +165,10 @@ class Trainer:
         self.best = state["best"]
         self.rejected_steps = state["rejected_steps"]
         self.consecutive_rejections = state["consecutive_rejections"]
+        self.env_before = [list(span) for span in state.get("env_before", [])]
+        trained = trained_env_id(state)
+        if trained != envs.env_id(self.config.env.family) and self.iteration > 0:
+            self.env_before.append([self.iteration, trained])
 
     def checkpoint_path(self, name: str) -> Path:
         return self.run_dir / "checkpoints" / name

@@ -22,6 +22,7 @@ from metarl.checkpoint import (
     load_checkpoint,
     remove_stale_temp_files,
     save_checkpoint,
+    training_environment_change,
 )
 from metarl.cli import main
 from metarl.logging import deterministic_fields, read_metrics
@@ -101,7 +102,9 @@ def test_resume_cleans_crash_leftovers_and_keeps_best_consistent(tmp_path: Path)
     assert main(["train", "--run-dir", str(run), "--iterations", "2", *TINY]) == 0
     checkpoints = run / "checkpoints"
     state = load_checkpoint(checkpoints / "last.pt")
-    assert set(state) == {"format", "env_id", *STATE_KEYS} and state["format"] == FORMAT
+    assert (
+        set(state) == {"format", "env_id", "env_before", *STATE_KEYS} and state["format"] == FORMAT
+    )
     assert state["metrics_lines"] == 2 and state["config"]["train"]["num_iterations"] == 2
     # what a crash can leave: a half-written temporary file, and a best.pt of an iteration
     # logged after last.pt and discarded by the resume
@@ -256,8 +259,15 @@ def test_a_run_made_on_another_environment_version_resumes_only_when_allowed(
     assert error.count("\n") == 1
     assert "differs from the run's in the environment (metarl/Navigation2D-v7, now " in error
     assert num_lines(run / "metrics.jsonl") == 1
-    assert main(["train", "--resume", str(run), "--iterations", "2", "--allow-config-change"]) == 0
-    assert load_checkpoint(last)["env_id"] == "metarl/Navigation2D-v0"
+    assert main(["train", "--resume", str(run), "--iterations", "3", "--allow-config-change"]) == 0
+    resumed = load_checkpoint(last)
+    assert resumed["env_id"] == "metarl/Navigation2D-v0"
+    assert resumed["env_before"] == [[1, "metarl/Navigation2D-v7"]]  # the history is kept
+    assert training_environment_change(resumed) == (
+        "metarl/Navigation2D-v7 (iteration 1), now metarl/Navigation2D-v0"
+    )
+    assert main(["train", "--resume", str(run), "--iterations", "4"]) == 0  # no change now
+    assert load_checkpoint(last)["env_before"] == [[1, "metarl/Navigation2D-v7"]]
 
 
 def test_states_from_before_environment_ids_were_recorded_are_of_version_0() -> None:
@@ -266,6 +276,30 @@ def test_states_from_before_environment_ids_were_recorded_are_of_version_0() -> 
 
     assert environment_change(state("Navigation2D")) is None
     assert environment_change(state("AntDir")) == "metarl/AntDir-v0, now metarl/AntDir-v1"
+
+
+@pytest.mark.parametrize(
+    ("physics", "expected"),
+    [
+        ("original", "metarl/AntDir-v0 (iterations 1-200), now metarl/AntDir-v1"),
+        ("gymnasium", None),  # v1 left this preset as it was
+    ],
+)
+def test_the_whole_run_counts_in_the_change_an_evaluation_notes(
+    physics: str, expected: str | None
+) -> None:
+    """A run resumed on v1 after 200 iterations on v0: resuming it again changes nothing, but
+    its policy was partly trained on another version."""
+    state = {
+        "config": {"env": {"family": "AntDir", "kwargs": {"physics": physics}}},
+        "iteration": 500,
+        "env_id": "metarl/AntDir-v1",
+        "env_before": [[200, "metarl/AntDir-v0"]],
+    }
+    assert environment_change(state) is None
+    assert training_environment_change(state) == expected
+    whole_run = {**state, "env_id": "metarl/AntDir-v0", "env_before": []}
+    assert training_environment_change(whole_run) == environment_change(whole_run)
 
 
 @pytest.mark.parametrize(
