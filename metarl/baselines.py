@@ -23,7 +23,12 @@ import torch
 from metarl import envs
 from metarl.agents.common.vec_env import TaskVecEnv
 from metarl.agents.sb3_baselines import copy_actor, load_model, make_model
-from metarl.checkpoint import CheckpointError, remove_stale_temp_files, save_checkpoint
+from metarl.checkpoint import (
+    CheckpointError,
+    environments_before,
+    remove_stale_temp_files,
+    save_checkpoint,
+)
 from metarl.components import build_policy, derived_seeds, make_family
 from metarl.config import BaselineConfig, Config, ConfigError
 from metarl.logging import MetricsLog, Progress
@@ -78,6 +83,7 @@ class BaselineTrainer:
         self.env_steps = 0
         self.best_return = -math.inf
         self.best: dict[str, Any] | None = None  # the content of best.pt
+        self.env_before: list[list[Any]] = []  # as Trainer's
         self.model = None
         if self.baseline.method != "random":
             horizon = self.family.make_batched_env(1).horizon
@@ -112,6 +118,7 @@ class BaselineTrainer:
             "best_return": self.best_return,
             "config": self.config.to_dict(),
             "env_id": envs.env_id(self.config.env.family),
+            "env_before": [list(span) for span in self.env_before],
             "policy": {k: v.detach().clone() for k, v in self.policy.state_dict().items()},
             "task_rng": self.family.rng.bit_generator.state,
         }
@@ -152,6 +159,7 @@ class BaselineTrainer:
             raise CheckpointError(f"checkpoint {last}: missing {', '.join(missing)}")
         trainer.iteration, trainer.env_steps = state["iteration"], state["env_steps"]
         trainer.best_return, trainer.best = state["best_return"], state["best"]
+        trainer.env_before = environments_before(state)
         try:
             trainer.policy.load_state_dict(state["policy"])
             trainer.family.rng.bit_generator.state = state["task_rng"]

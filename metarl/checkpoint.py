@@ -6,6 +6,7 @@ import inspect
 import io
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -20,6 +21,7 @@ from metarl.errors import CheckpointError, first_line
 
 FORMAT = "metarl-checkpoint-v1"
 REQUIRED_KEYS = ("format", "iteration", "config", "policy")
+ENV_ID = re.compile(r"metarl/(\w+)-v(\d+)")  # a family's gymnasium id
 TEMP_SUFFIX = ".tmp"  # in-progress writes: ``.{name}.XXXX.tmp``, never a checkpoint
 
 
@@ -93,7 +95,36 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     missing = [key for key in REQUIRED_KEYS if key not in state]
     if missing:
         raise CheckpointError(f"checkpoint {path}: missing {', '.join(missing)}")
+    problem = _environments_problem(state)
+    if problem is not None:
+        raise CheckpointError(f"checkpoint {path}: {problem}")
     return state
+
+
+def _environments_problem(state: dict[str, Any]) -> str | None:
+    """What is wrong with a state's ``env_id`` and ``env_before``, if anything."""
+    if "env_id" in state and not _is_env_id(state["env_id"]):
+        return f"env_id: expected an id metarl/<Family>-v<N>, got {state['env_id']!r}"
+    last, spans = 0, state.get("env_before", [])
+    for span in spans if isinstance(spans, list) else [spans]:
+        well_formed = isinstance(span, list) and len(span) == 3
+        if not (
+            well_formed
+            and type(span[0]) is int
+            and last < span[0] <= state["iteration"]
+            and _is_env_id(span[1])
+            and (span[2] is None or isinstance(span[2], str))
+        ):
+            return (
+                "env_before: expected [last iteration, env id, physics preset] in increasing "
+                f"order of iterations, got {span!r}"
+            )
+        last = span[0]
+    return None
+
+
+def _is_env_id(value: object) -> bool:
+    return isinstance(value, str) and ENV_ID.fullmatch(value) is not None
 
 
 def find_checkpoint(path: Path, name: str = "last.pt") -> Path:
@@ -117,50 +148,62 @@ def environment_change(state: dict[str, Any]) -> str | None:
     metarl's (``"metarl/AntDir-v0, now metarl/AntDir-v1"``), where the versions between changed
     the dynamics or rewards of the state's physics preset; None otherwise."""
     trained = trained_env_id(state)
-    if not _changed_since(state["config"]["env"], trained):
+    if not _changed_since(trained, _physics(state["config"]["env"])):
         return None
     return f"{trained}, now {env_id(state['config']['env']['family'])}"
 
 
 def training_environment_change(state: dict[str, Any]) -> str | None:
-    """:func:`environment_change` over the whole run: with the earlier versions a resumed run
-    was trained on (``env_before``: the last iteration on each, and its id) where they changed
-    since, each with its iterations (``"metarl/AntDir-v0 (iterations 1-200), now
+    """:func:`environment_change` over the whole run: also the earlier versions a resumed run
+    was trained on (``env_before``), each judged with the physics preset it ran, and named with
+    its iterations where there are several (``"metarl/AntDir-v0 (iterations 1-200), now
     metarl/AntDir-v1"``)."""
-    env = state["config"]["env"]
-    spans = [*state.get("env_before", []), (state["iteration"], trained_env_id(state))]
-    changed, first = [], 1
-    for last, trained in spans:
-        if _changed_since(env, trained):
-            span = f"iteration {last}" if int(last) == first else f"iterations {first}-{last}"
-            changed.append(f"{trained} ({span})")
-        first = int(last) + 1
-    if not changed:
-        return None
-    if len(spans) == 1:  # the whole run on one version
+    if not state.get("env_before"):
         return environment_change(state)
-    return f"{', '.join(changed)}, now {env_id(env['family'])}"
+    env = state["config"]["env"]
+    latest = [state["iteration"], trained_env_id(state), _physics(env)]
+    changed, first = [], 1
+    for last, trained, physics in [*state["env_before"], latest]:
+        if first <= last and _changed_since(trained, physics):
+            span = f"iteration {last}" if last == first else f"iterations {first}-{last}"
+            changed.append(f"{trained} ({span})")
+        first = last + 1
+    return f"{', '.join(changed)}, now {env_id(env['family'])}" if changed else None
 
 
-def _changed_since(env: dict[str, Any], trained: str) -> bool:
-    """Whether the family of a config's ``env`` section changed its preset's dynamics or
-    rewards since the version ``trained`` (its gymnasium id); a later version counts as
-    changed."""
-    if trained == env_id(env["family"]):
-        return False
-    version = int(trained.rsplit("-v", 1)[1])
-    return changed_since(env["family"], version, _physics(env))
+def environments_before(state: dict[str, Any]) -> list[list[Any]]:
+    """The ``env_before`` of a run continuing ``state`` on this metarl: the state's own, and
+    the version it was last trained on where that is not this one's (``[last iteration, env
+    id, physics preset]``)."""
+    before = [list(span) for span in state.get("env_before", [])]
+    env, trained = state["config"]["env"], trained_env_id(state)
+    if trained != env_id(env["family"]) and state["iteration"] > 0:
+        before.append([state["iteration"], trained, _physics(env)])
+    return before
 
 
-def resume_differences(saved: Config, config: Config, state: dict[str, Any]) -> list[str]:
+def resume_differences(
+    saved: Config, config: Config, state: dict[str, Any], whole_run: bool = False
+) -> list[str]:
     """What continuing the run of ``state`` (its validated config ``saved``) with ``config``
     would change: the differing config keys, then the environment where its version changed
-    since the run began."""
+    since the state was last trained (``whole_run``: since any earlier part of the run)."""
     differing = config_differences(saved, config)
-    change = environment_change(state)
+    change = training_environment_change(state) if whole_run else environment_change(state)
     if change is not None:
         differing.append(f"the environment ({change})")
     return differing
+
+
+def _changed_since(trained: str, physics: str | None) -> bool:
+    """Whether the family of the gymnasium id ``trained`` changed the dynamics or rewards of
+    the preset ``physics`` since that version; a later version than this metarl's counts as
+    changed."""
+    match = ENV_ID.fullmatch(trained)
+    if match is None:
+        raise CheckpointError(f"env id {trained!r}: expected metarl/<Family>-v<N>")
+    family, version = match.group(1), int(match.group(2))
+    return trained != env_id(family) and changed_since(family, version, physics)
 
 
 def _physics(env: dict[str, Any]) -> str | None:

@@ -131,7 +131,8 @@ def saved_state(config: Config, run_dir: Path) -> dict[str, Any] | None:
             raise ConfigError(f"{run_dir}: not empty but holds no checkpoint; move it away")
         return None
     state = load_checkpoint(last)
-    differing = resume_differences(validate_config(state["config"]), config, state)
+    saved = validate_config(state["config"])
+    differing = resume_differences(saved, config, state, whole_run=True)
     if config.baseline is not None:
         # a longer budget continues the run; a stable-baselines3 run (or the untrained
         # random policy) does not sample with metarl's sampler

@@ -18,9 +18,9 @@ from metarl.agents.maml_trpo import MetaStepInfo
 from metarl.checkpoint import (
     CheckpointError,
     atomic_write_bytes,
+    environments_before,
     remove_stale_temp_files,
     save_checkpoint,
-    trained_env_id,
 )
 from metarl.components import (
     Agent,
@@ -121,13 +121,14 @@ class Trainer:
         self.rejected_steps = 0  # meta-steps rejected for a NaN or an Inf, in total ...
         self.consecutive_rejections = 0  # ... and in a row up to now
         # earlier versions of the family's environment, where a resume accepted a change:
-        # [last iteration trained on it, its gymnasium id]
-        self.env_before: list[list[int | str]] = []
+        # [last iteration trained on it, its gymnasium id, the physics preset]
+        self.env_before: list[list[Any]] = []
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         """The whole training state: meta-parameters, every random stream, counters, the config,
-        the number of lines of ``metrics.jsonl`` it matches, and the content of ``best.pt``."""
+        the environment versions trained on (``env_id``, ``env_before``), the number of lines of
+        ``metrics.jsonl`` it matches, and the content of ``best.pt``."""
         return {**self._snapshot(), "best": self.best}
 
     def _snapshot(self) -> dict[str, Any]:
@@ -147,7 +148,8 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; a state that does not fit raises :class:`CheckpointError`."""
+        """Restore :meth:`state_dict`, the state's environment version added to ``env_before``
+        where it is not this metarl's; a state that does not fit raises :class:`CheckpointError`."""
         missing = [key for key in STATE_KEYS if key not in state]
         if missing:
             raise CheckpointError(f"missing {', '.join(missing)}")
@@ -165,10 +167,7 @@ class Trainer:
         self.best = state["best"]
         self.rejected_steps = state["rejected_steps"]
         self.consecutive_rejections = state["consecutive_rejections"]
-        self.env_before = [list(span) for span in state.get("env_before", [])]
-        trained = trained_env_id(state)
-        if trained != envs.env_id(self.config.env.family) and self.iteration > 0:
-            self.env_before.append([self.iteration, trained])
+        self.env_before = environments_before(state)
 
     def checkpoint_path(self, name: str) -> Path:
         return self.run_dir / "checkpoints" / name

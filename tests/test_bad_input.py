@@ -73,6 +73,12 @@ def corrupt_saved_config(run: Path) -> None:
     save_checkpoint(last(run), state)
 
 
+def garble_environment_history(run: Path) -> None:
+    state = load_checkpoint(last(run))
+    state["env_before"] = [["1", "metarl/Navigation2D-v7", None]]  # the iteration as text
+    save_checkpoint(last(run), state)
+
+
 def shorten_metrics(run: Path) -> None:
     metrics = run / "metrics.jsonl"
     metrics.write_text(metrics.read_text().splitlines(keepends=True)[0])
@@ -343,6 +349,16 @@ CASES = {
     "resume-incomplete-checkpoint": Case(RESUME, "missing sampler", copy_run(drop_sampler_state)),
     "resume-invalid-saved-config": Case(
         RESUME, "invalid config (algorithm.inner_rl: unknown key", copy_run(corrupt_saved_config)
+    ),
+    "resume-garbled-environment-history": Case(
+        RESUME,
+        "env_before: expected [last iteration, env id, physics preset] in increasing order",
+        copy_run(garble_environment_history),
+    ),
+    "evaluate-garbled-environment-history": Case(
+        ["evaluate", "{tmp}/run", "--checkpoint", "last"],
+        "env_before: expected [last iteration, env id, physics preset]",
+        copy_run(garble_environment_history),
     ),
     "resume-config-changed": Case(
         [*RESUME, "--set", "algorithm.inner_lr=0.3"],

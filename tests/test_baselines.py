@@ -101,8 +101,10 @@ def test_resume_continues_the_task_stream_and_restores_best(tmp_path: Path) -> N
     following = copy.deepcopy(trainer.family).sample_tasks(3)
     (run / "checkpoints" / "best.pt").unlink()  # lost in a crash: rewritten from last.pt
     state = load_checkpoint(run / "checkpoints" / "last.pt")
+    state["env_before"] = before = [[1, "metarl/Navigation2D-v7", None]]
     resumed = BaselineTrainer.resume(run, config, state)
     assert resumed.env.episode_tasks == drawn and resumed.iteration == 1
+    assert resumed.state_dict()["env_before"] == before  # the versions trained on stay recorded
     assert resumed.family.sample_tasks(3) == following
     assert load_checkpoint(run / "checkpoints" / "best.pt")["iteration"] == 1
 

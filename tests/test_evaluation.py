@@ -217,7 +217,8 @@ def test_a_checkpoint_of_another_env_version_is_evaluated_with_a_note(
     note = "note: older was trained on metarl/Navigation2D-v7, now metarl/Navigation2D-v0"
     assert note in capsys.readouterr().err
     partly = tmp_path / "partly.pt"  # resumed on this version after one iteration on v7
-    save_checkpoint(partly, {**state, "env_before": [[1, "metarl/Navigation2D-v7"]]})
+    before = [[1, "metarl/Navigation2D-v7", None]]
+    save_checkpoint(partly, {**state, "iteration": 2, "env_before": before})
     assert main(["evaluate", str(partly), *SMALL, "--out", str(tmp_path / "partly")]) == 0
     note = "note: partly was trained on metarl/Navigation2D-v7 (iteration 1), now metarl/Nav"
     assert note in capsys.readouterr().err

@@ -147,6 +147,10 @@ def test_a_run_made_on_another_environment_version_is_refused(tmp_path: Path) ->
     save_checkpoint(last, {**state, "env_id": "metarl/Navigation2D-v7"})
     with pytest.raises(ConfigError, match=r"differs in the environment \(metarl/Navigation2D-v7"):
         saved_state(config, run)
+    # resumed on this version after a first part on v7: not a run of this row either
+    save_checkpoint(last, {**state, "env_before": [[1, "metarl/Navigation2D-v7", None]]})
+    with pytest.raises(ConfigError, match=r"environment \(metarl/Navigation2D-v7 \(iteration 1\)"):
+        saved_state(config, run)
 
 
 def test_criteria_are_the_issues_thresholds() -> None:

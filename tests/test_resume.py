@@ -18,6 +18,7 @@ import torch
 from metarl.checkpoint import (
     FORMAT,
     environment_change,
+    environments_before,
     find_checkpoint,
     load_checkpoint,
     remove_stale_temp_files,
@@ -262,12 +263,12 @@ def test_a_run_made_on_another_environment_version_resumes_only_when_allowed(
     assert main(["train", "--resume", str(run), "--iterations", "3", "--allow-config-change"]) == 0
     resumed = load_checkpoint(last)
     assert resumed["env_id"] == "metarl/Navigation2D-v0"
-    assert resumed["env_before"] == [[1, "metarl/Navigation2D-v7"]]  # the history is kept
+    assert resumed["env_before"] == [[1, "metarl/Navigation2D-v7", None]]  # the history is kept
     assert training_environment_change(resumed) == (
         "metarl/Navigation2D-v7 (iteration 1), now metarl/Navigation2D-v0"
     )
     assert main(["train", "--resume", str(run), "--iterations", "4"]) == 0  # no change now
-    assert load_checkpoint(last)["env_before"] == [[1, "metarl/Navigation2D-v7"]]
+    assert load_checkpoint(last)["env_before"] == [[1, "metarl/Navigation2D-v7", None]]
 
 
 def test_states_from_before_environment_ids_were_recorded_are_of_version_0() -> None:
@@ -278,28 +279,38 @@ def test_states_from_before_environment_ids_were_recorded_are_of_version_0() -> 
     assert environment_change(state("AntDir")) == "metarl/AntDir-v0, now metarl/AntDir-v1"
 
 
+def test_a_resume_on_another_version_records_the_one_left() -> None:
+    """Also where the version left the run's preset as it was (it resumes without a flag)."""
+    env = {"family": "AntDir", "kwargs": {"physics": "gymnasium"}}
+    state = {"config": {"env": env}, "iteration": 30, "env_id": "metarl/AntDir-v0"}
+    assert environments_before(state) == [[30, "metarl/AntDir-v0", "gymnasium"]]
+    current = {**state, "env_id": "metarl/AntDir-v1", "env_before": [[9, "metarl/AntDir-v0", None]]}
+    assert environments_before(current) == [[9, "metarl/AntDir-v0", None]]
+
+
 @pytest.mark.parametrize(
-    ("physics", "expected"),
+    ("before", "expected"),
     [
         ("original", "metarl/AntDir-v0 (iterations 1-200), now metarl/AntDir-v1"),
         ("gymnasium", None),  # v1 left this preset as it was
     ],
 )
 def test_the_whole_run_counts_in_the_change_an_evaluation_notes(
-    physics: str, expected: str | None
+    before: str, expected: str | None
 ) -> None:
-    """A run resumed on v1 after 200 iterations on v0: resuming it again changes nothing, but
-    its policy was partly trained on another version."""
+    """A run trained 200 iterations on v0 under the preset ``before``, then resumed on v1 under
+    the original preset: resuming it again changes nothing, but its policy was partly trained on
+    dynamics that have changed since, judged by the preset that part ran."""
     state = {
-        "config": {"env": {"family": "AntDir", "kwargs": {"physics": physics}}},
+        "config": {"env": {"family": "AntDir", "kwargs": {"physics": "original"}}},
         "iteration": 500,
         "env_id": "metarl/AntDir-v1",
-        "env_before": [[200, "metarl/AntDir-v0"]],
+        "env_before": [[200, "metarl/AntDir-v0", before]],
     }
     assert environment_change(state) is None
     assert training_environment_change(state) == expected
     whole_run = {**state, "env_id": "metarl/AntDir-v0", "env_before": []}
-    assert training_environment_change(whole_run) == environment_change(whole_run)
+    assert training_environment_change(whole_run) == "metarl/AntDir-v0, now metarl/AntDir-v1"
 
 
 @pytest.mark.parametrize(
