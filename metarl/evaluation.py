@@ -374,9 +374,10 @@ def plot_curves(curves: Sequence[Curve], path: Path, title: str) -> None:
     axes.set_title("\n".join(lines), fontsize=9)
     axes.set_xticks(range(max(len(curve.mean) for curve in curves)))
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=7)
+    # below the axes: inside, it can hide a single point (the oracle's)
+    axes.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
     figure.tight_layout()
-    figure.savefig(path)
+    figure.savefig(path, bbox_inches="tight")
 
 
 def filled_text(num_trajectories: int) -> str:
