@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--allow-config-change",
         action="store_true",
-        help="with --resume: accept a config differing from the run's",
+        help="with --resume: accept a config or env version differing from the run's (on other "
+        "dynamics, best.pt is chosen anew)",
     )
     _add_tracking_arguments(train)
     evaluate = commands.add_parser(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import io
+import math
 import os
 import pickle
 import re
@@ -169,6 +170,13 @@ def training_environment_change(state: dict[str, Any]) -> str | None:
             changed.append(f"{trained} ({span})")
         first = last + 1
     return f"{', '.join(changed)}, now {env_id(env['family'])}" if changed else None
+
+
+def comparable_best_return(state: dict[str, Any]) -> float:
+    """The ``best_return`` a run continuing ``state`` on this metarl compares with: the state's,
+    or -inf where the environment's dynamics changed since (returns on other dynamics do not
+    compare; ``best.pt`` goes to the first iteration on these)."""
+    return -math.inf if environment_change(state) is not None else state["best_return"]
 
 
 def environments_before(state: dict[str, Any]) -> list[list[Any]]:

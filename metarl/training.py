@@ -18,6 +18,7 @@ from metarl.agents.maml_trpo import MetaStepInfo
 from metarl.checkpoint import (
     CheckpointError,
     atomic_write_bytes,
+    comparable_best_return,
     environments_before,
     remove_stale_temp_files,
     save_checkpoint,
@@ -163,7 +164,7 @@ class Trainer:
             raise CheckpointError(f"does not fit this run ({reason})") from None
         self.iteration = state["iteration"]
         self.env_steps = state["env_steps"]
-        self.best_return = state["best_return"]
+        self.best_return = comparable_best_return(state)
         self.best = state["best"]
         self.rejected_steps = state["rejected_steps"]
         self.consecutive_rejections = state["consecutive_rejections"]

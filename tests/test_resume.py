@@ -254,7 +254,8 @@ def test_a_run_made_on_another_environment_version_resumes_only_when_allowed(
     last = run / "checkpoints" / "last.pt"
     state = load_checkpoint(last)
     assert state["env_id"] == "metarl/Navigation2D-v0"
-    save_checkpoint(last, {**state, "env_id": "metarl/Navigation2D-v7"})  # dynamics since changed
+    # dynamics since changed; a best return no iteration on these reaches
+    save_checkpoint(last, {**state, "env_id": "metarl/Navigation2D-v7", "best_return": 1e9})
     assert main(["train", "--resume", str(run), "--iterations", "2"]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1
@@ -264,6 +265,8 @@ def test_a_run_made_on_another_environment_version_resumes_only_when_allowed(
     resumed = load_checkpoint(last)
     assert resumed["env_id"] == "metarl/Navigation2D-v0"
     assert resumed["env_before"] == [[1, "metarl/Navigation2D-v7", None]]  # the history is kept
+    best = load_checkpoint(run / "checkpoints" / "best.pt")  # chosen on these dynamics only
+    assert best["iteration"] >= 2 and resumed["best_return"] == best["best_return"] < 1e9
     assert training_environment_change(resumed) == (
         "metarl/Navigation2D-v7 (iteration 1), now metarl/Navigation2D-v0"
     )
